@@ -1,0 +1,1 @@
+//! The client agent: fingerprints its node and runs allocations (built with the client issue).

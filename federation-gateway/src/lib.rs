@@ -1,0 +1,1 @@
+//! The federation gateway: routes requests between regions (built with the gateway issue).

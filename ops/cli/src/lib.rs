@@ -1,0 +1,1 @@
+//! The operator CLI `atoll` and `atoll dev` (built with the operating issue).

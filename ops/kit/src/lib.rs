@@ -1,0 +1,1 @@
+//! What every Atoll process shares at run time.

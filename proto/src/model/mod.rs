@@ -1,0 +1,1 @@
+//! Domain model (filled in next).

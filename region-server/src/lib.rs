@@ -1,0 +1,1 @@
+//! Atoll region server.
