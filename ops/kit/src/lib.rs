@@ -1,1 +1,12 @@
-//! What every Atoll process shares at run time.
+//! What every Atoll process shares at run time: identity and TLS ([`tls`]),
+//! logging and metrics ([`telemetry`]), and configuration files ([`config`]).
+//!
+//! This crate sits just above `proto` in the workspace: every binary (region
+//! server, federation gateway, client agent, CLI) depends on it, and it depends
+//! on no Atoll crate but `proto`.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod telemetry;
+pub mod tls;
