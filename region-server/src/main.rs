@@ -1,1 +1,145 @@
-fn main() {}
+//! `region-server`: one server of an Atoll region.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use region_server::config::FileConfig;
+use region_server::{RegionServer, ServerConfig, TlsSource};
+
+/// Flags override the TOML file given with `--config`.
+#[derive(Debug, Parser)]
+#[command(name = "region-server", version, about = "An Atoll region server")]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Server name (default: host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Region (default `global`).
+    #[arg(long)]
+    region: Option<String>,
+    /// Datacenter (default `dc1`).
+    #[arg(long)]
+    datacenter: Option<String>,
+    /// Data directory (Raft log, snapshots, node id).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HTTP API address (default 127.0.0.1:4646).
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// gRPC address (default 127.0.0.1:4647).
+    #[arg(long)]
+    rpc_addr: Option<String>,
+    /// Gossip address (default 127.0.0.1:4648).
+    #[arg(long)]
+    gossip_addr: Option<String>,
+    /// Number of servers to wait for before bootstrapping the region.
+    #[arg(long)]
+    bootstrap_expect: Option<usize>,
+    /// RPC address of another server of the region (repeatable).
+    #[arg(long)]
+    join: Vec<String>,
+    /// CA certificate (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This server's certificate (PEM), naming `server.<region>.atoll`.
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// This server's key (PEM).
+    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
+    /// Leave the region's Raft configuration on SIGTERM/SIGINT instead of
+    /// just stopping.
+    #[arg(long)]
+    leave_on_terminate: bool,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "server".into())
+}
+
+fn build_config(args: Args) -> anyhow::Result<ServerConfig> {
+    let file: FileConfig = match &args.config {
+        Some(p) => ops_kit::config::load_toml(p)?,
+        None => FileConfig::default(),
+    };
+    let region = args.region.unwrap_or(file.region);
+    let name = args.name.or(file.name).unwrap_or_else(host_name);
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("atoll-{region}-{name}")));
+    let tls = match (args.tls_ca, args.tls_cert, args.tls_key, file.tls) {
+        (Some(ca), Some(cert), Some(key), _) => TlsSource::Files { ca, cert, key },
+        (_, _, _, Some(t)) => TlsSource::Files {
+            ca: t.ca_file,
+            cert: t.cert_file,
+            key: t.key_file,
+        },
+        _ => TlsSource::DevGenerated,
+    };
+    let join = if args.join.is_empty() {
+        file.join
+    } else {
+        args.join
+    };
+    Ok(ServerConfig {
+        name,
+        region,
+        datacenter: args.datacenter.unwrap_or(file.datacenter),
+        data_dir,
+        http_addr: args.http_addr.unwrap_or(file.http_addr),
+        rpc_addr: args.rpc_addr.unwrap_or(file.rpc_addr),
+        gossip_addr: args.gossip_addr.unwrap_or(file.gossip_addr),
+        bootstrap_expect: args.bootstrap_expect.or(file.bootstrap_expect),
+        join,
+        tls,
+        max_request_body_bytes: file.max_request_body_bytes,
+        raft: file.raft,
+    })
+}
+
+async fn terminate_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    ops_kit::tls::install_crypto_provider();
+    ops_kit::telemetry::init_tracing("info,openraft=warn,sqlx=warn");
+    let args = Args::parse();
+    let leave = args.leave_on_terminate;
+    let cfg = build_config(args)?;
+    if matches!(cfg.tls, TlsSource::DevGenerated) {
+        tracing::warn!(
+            dir = %cfg.data_dir.join("tls").display(),
+            "no TLS files given: using a development CA; every server of the region must share it"
+        );
+    }
+    let server = RegionServer::start(cfg).await?;
+    println!(
+        "region server {} listening: http {} rpc {}",
+        server.service.node.name, server.http_addr, server.rpc_addr
+    );
+    terminate_signal().await?;
+    tracing::info!("shutting down");
+    if leave {
+        server.leave_and_shutdown().await?;
+    } else {
+        server.shutdown().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,828 @@
+//! The Nomad-compatible HTTP `/v1` API: thin handlers over the service layer.
+//!
+//! Every read is linearizable unless `?stale`, may block with `?index=&wait=`,
+//! and answers with `X-Nomad-Index`, `X-Nomad-KnownLeader` and
+//! `X-Nomad-LastContact`. Errors are plain text with Nomad's statuses.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use proto::model::{
+    Evaluation, Job, JobDeregisterResponse, JobRegisterRequest, JobRegisterResponse,
+    JobValidateRequest, JobValidateResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::query::{paginate, QueryOptions};
+use super::ApiError;
+use crate::metrics::Metrics;
+use crate::service::Service;
+use crate::state::{table, Command, CommandResponse, Tables};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    service: Service,
+    metrics: Metrics,
+    max_body: usize,
+}
+
+impl ApiState {
+    /// State for the router.
+    pub fn new(service: Service, metrics: Metrics, max_body: usize) -> Self {
+        Self {
+            service,
+            metrics,
+            max_body,
+        }
+    }
+}
+
+type Q = Query<Vec<(String, String)>>;
+type ApiResult = Result<Response, ApiError>;
+
+/// The `/v1` router.
+pub fn router(state: ApiState) -> Router {
+    let max_body = state.max_body;
+    Router::new()
+        .route(
+            "/v1/jobs",
+            get(list_jobs).put(register_job).post(register_job),
+        )
+        .route(
+            "/v1/job/{id}",
+            get(get_job)
+                .put(register_job_id)
+                .post(register_job_id)
+                .delete(deregister_job),
+        )
+        .route("/v1/job/{id}/versions", get(job_versions))
+        .route("/v1/job/{id}/summary", get(job_summary))
+        .route("/v1/job/{id}/allocations", get(job_allocations))
+        .route("/v1/job/{id}/evaluations", get(job_evaluations))
+        .route("/v1/validate/job", put(validate_job).post(validate_job))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/node/{id}", get(get_node))
+        .route("/v1/node/{id}/allocations", get(node_allocations))
+        .route("/v1/allocations", get(list_allocations))
+        .route("/v1/allocation/{id}", get(get_allocation))
+        .route("/v1/evaluations", get(list_evaluations))
+        .route("/v1/evaluation/{id}", get(get_evaluation))
+        .route(
+            "/v1/evaluation/{id}/allocations",
+            get(evaluation_allocations),
+        )
+        .route("/v1/status/leader", get(status_leader))
+        .route("/v1/status/peers", get(status_peers))
+        .route("/v1/regions", get(regions))
+        .route("/v1/agent/self", get(agent_self))
+        .route("/v1/agent/members", get(agent_members))
+        .route("/v1/operator/raft/configuration", get(raft_configuration))
+        .route(
+            "/v1/operator/raft/peer",
+            axum::routing::delete(raft_remove_peer),
+        )
+        .route(
+            "/v1/operator/snapshot",
+            get(snapshot_save)
+                .put(snapshot_restore)
+                .post(snapshot_restore),
+        )
+        .route("/v1/metrics", get(metrics_endpoint))
+        .route("/metrics", get(prometheus_endpoint))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: http::Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "Invalid URL: no endpoint for {method} {}",
+        uri.path()
+    ))
+}
+
+/// Counts requests and latency by route and status.
+async fn track(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .http_latency
+        .with_label_values(&[&route, &method])
+        .observe(start.elapsed().as_secs_f64());
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[&route, &method, resp.status().as_str()])
+        .inc();
+    resp
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Parse a JSON body, naming the offending field on error.
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("Request body is empty"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::bad_request(format!("Failed to parse request body: {inner}"))
+        } else {
+            ApiError::bad_request(format!(
+                "Failed to parse request body: field {path}: {inner}"
+            ))
+        }
+    })
+}
+
+impl ApiState {
+    fn query(&self, Query(pairs): Q) -> Result<QueryOptions, ApiError> {
+        let q = QueryOptions::parse(pairs)?;
+        if let Some(r) = &q.region {
+            if *r != self.service.region {
+                return Err(ApiError::internal(format!("No path to region \"{r}\"")));
+            }
+        }
+        Ok(q)
+    }
+
+    /// The state to answer a read from: linearizable unless stale, after
+    /// blocking for a change past `?index` when asked.
+    async fn read(&self, q: &QueryOptions, tables: &[&str]) -> Result<Arc<Tables>, ApiError> {
+        let t = self.service.read(q.stale).await?;
+        if q.index == 0 || t.max_index(tables) > q.index {
+            return Ok(t);
+        }
+        // Jitter spreads the wake-ups of many watchers (Nomad: wait/16).
+        let jitter = rand::random::<u64>() % (q.wait.as_millis() as u64 / 16 + 1);
+        let wait = q.wait + Duration::from_millis(jitter);
+        Ok(self
+            .service
+            .store
+            .wait_for_change(tables, q.index, wait)
+            .await)
+    }
+
+    fn headers(&self, index: u64) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("X-Nomad-Index", HeaderValue::from(index.max(1)));
+        let known = self.service.leader().is_some();
+        h.insert(
+            "X-Nomad-KnownLeader",
+            HeaderValue::from_static(if known { "true" } else { "false" }),
+        );
+        h.insert(
+            "X-Nomad-LastContact",
+            HeaderValue::from(self.service.last_contact_ms()),
+        );
+        h
+    }
+
+    fn json<T: Serialize>(&self, index: u64, body: &T) -> ApiResult {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| ApiError::internal(format!("encode response: {e}")))?;
+        let mut h = self.headers(index);
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok((h, bytes).into_response())
+    }
+
+    fn page<T: Serialize>(
+        &self,
+        index: u64,
+        items: Vec<(String, T)>,
+        q: &QueryOptions,
+    ) -> ApiResult {
+        let (page, next) = paginate(items, q);
+        let mut resp = self.json(index, &page)?;
+        if let Some(tok) = next {
+            if let Ok(v) = HeaderValue::from_str(&tok) {
+                resp.headers_mut().insert("X-Nomad-NextToken", v);
+            }
+        }
+        Ok(resp)
+    }
+}
+
+fn ns_matches(q: &QueryOptions, ns: &str) -> bool {
+    q.all_namespaces() || q.namespace == ns
+}
+
+// ---- jobs ----
+
+async fn list_jobs(State(s): State<ApiState>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::JOBS]).await?;
+    let items: Vec<(String, _)> = t
+        .jobs
+        .iter()
+        .filter(|((ns, id), _)| ns_matches(&q, ns) && id.starts_with(&q.prefix))
+        .map(|((ns, id), job)| {
+            let summary = t
+                .job_summaries
+                .get(&(ns.clone(), id.clone()))
+                .map(|s| (**s).clone());
+            let key = if q.all_namespaces() {
+                format!("{ns}.{id}")
+            } else {
+                id.clone()
+            };
+            (key, job.stub(summary))
+        })
+        .collect();
+    s.page(t.table_index(table::JOBS), items, &q)
+}
+
+async fn register_job(State(s): State<ApiState>, query: Q, body: Bytes) -> ApiResult {
+    let q = s.query(query)?;
+    register(&s, &q, None, &body).await
+}
+
+async fn register_job_id(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    query: Q,
+    body: Bytes,
+) -> ApiResult {
+    let q = s.query(query)?;
+    register(&s, &q, Some(id), &body).await
+}
+
+/// Canonicalize and validate a submitted job for this region.
+fn prepare_job(s: &ApiState, q: &QueryOptions, job: &mut Job) -> Result<(), ApiError> {
+    if job.region.is_empty() {
+        job.region = s.service.region.clone();
+    }
+    if job.namespace.is_empty() && q.namespace != "*" {
+        job.namespace = q.namespace.clone();
+    }
+    job.canonicalize();
+    job.validate()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if job.region != s.service.region {
+        return Err(ApiError::bad_request(format!(
+            "Job region \"{}\" is not this server's region \"{}\"; submit it through a federation gateway",
+            job.region, s.service.region
+        )));
+    }
+    Ok(())
+}
+
+async fn register(
+    s: &ApiState,
+    q: &QueryOptions,
+    path_id: Option<String>,
+    body: &Bytes,
+) -> ApiResult {
+    let req: JobRegisterRequest = parse_body(body)?;
+    let Some(mut job) = req.job else {
+        return Err(ApiError::bad_request("Job must be specified"));
+    };
+    if let Some(id) = path_id {
+        if job.id != id {
+            return Err(ApiError::bad_request(format!(
+                "Job ID \"{}\" does not match the URL's \"{id}\"",
+                job.id
+            )));
+        }
+    }
+    prepare_job(s, q, &mut job)?;
+    let now = now_ns();
+    let eval = new_eval(&job, "job-register", now);
+    let cmd = Command::JobRegister {
+        job: Box::new(job),
+        eval: Some(Box::new(eval)),
+        now,
+        enforce_index: req.enforce_index.then_some(req.job_modify_index),
+    };
+    let (resp, index) = s.service.write(cmd).await?;
+    match resp {
+        CommandResponse::Job {
+            job_modify_index,
+            eval_id,
+            eval_create_index,
+            ..
+        } => s.json(
+            index,
+            &JobRegisterResponse {
+                eval_id: eval_id.unwrap_or_default(),
+                eval_create_index,
+                job_modify_index,
+                warnings: String::new(),
+                index,
+            },
+        ),
+        CommandResponse::Conflict(m) => Err(ApiError {
+            status: StatusCode::CONFLICT,
+            message: m,
+        }),
+        other => Err(ApiError::internal(format!(
+            "unexpected register result: {other:?}"
+        ))),
+    }
+}
+
+fn new_eval(job: &Job, triggered_by: &str, now: i64) -> Evaluation {
+    Evaluation {
+        id: uuid::Uuid::new_v4().to_string(),
+        namespace: job.namespace.clone(),
+        priority: job.priority,
+        r#type: job.r#type.clone(),
+        triggered_by: triggered_by.to_string(),
+        job_id: job.id.clone(),
+        status: proto::model::constants::EVAL_STATUS_PENDING.to_string(),
+        create_time: now,
+        modify_time: now,
+        ..Default::default()
+    }
+}
+
+async fn get_job(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::JOBS]).await?;
+    let job = t
+        .job(&q.namespace, &id)
+        .ok_or_else(|| ApiError::not_found("job not found"))?;
+    s.json(t.table_index(table::JOBS), &*job)
+}
+
+async fn deregister_job(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.service.read(false).await?;
+    let job = t
+        .job(&q.namespace, &id)
+        .ok_or_else(|| ApiError::not_found("job not found"))?;
+    let now = now_ns();
+    let eval = new_eval(&job, "job-deregister", now);
+    let cmd = Command::JobDeregister {
+        namespace: q.namespace.clone(),
+        job_id: id,
+        purge: q.purge,
+        eval: Some(Box::new(eval)),
+        now,
+    };
+    let (resp, index) = s.service.write(cmd).await?;
+    match resp {
+        CommandResponse::Job {
+            job_modify_index,
+            eval_id,
+            eval_create_index,
+            ..
+        } => s.json(
+            index,
+            &JobDeregisterResponse {
+                eval_id: eval_id.unwrap_or_default(),
+                eval_create_index,
+                job_modify_index,
+                index,
+            },
+        ),
+        CommandResponse::NotFound(m) => Err(ApiError::not_found(m)),
+        other => Err(ApiError::internal(format!(
+            "unexpected deregister result: {other:?}"
+        ))),
+    }
+}
+
+async fn job_versions(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::JOBS]).await?;
+    let versions = t.job_versions(&q.namespace, &id);
+    if versions.is_empty() {
+        return Err(ApiError::not_found("job versions not found"));
+    }
+    let versions: Vec<&Job> = versions.iter().map(|j| &**j).collect();
+    s.json(
+        t.table_index(table::JOBS),
+        &json!({ "Versions": versions, "Diffs": null }),
+    )
+}
+
+async fn job_summary(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::JOBS, table::ALLOCS]).await?;
+    let summary = t
+        .job_summaries
+        .get(&(q.namespace.clone(), id))
+        .ok_or_else(|| ApiError::not_found("job not found"))?;
+    s.json(t.max_index(&[table::JOBS, table::ALLOCS]), &**summary)
+}
+
+async fn job_allocations(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::ALLOCS]).await?;
+    let allocs: Vec<_> = t
+        .allocs_by_job(&q.namespace, &id)
+        .iter()
+        .map(|a| a.stub())
+        .collect();
+    s.json(t.table_index(table::ALLOCS), &allocs)
+}
+
+async fn job_evaluations(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::EVALS]).await?;
+    let evals: Vec<Evaluation> = t
+        .evals_by_job(&q.namespace, &id)
+        .iter()
+        .map(|e| (**e).clone())
+        .collect();
+    s.json(t.table_index(table::EVALS), &evals)
+}
+
+async fn validate_job(State(s): State<ApiState>, query: Q, body: Bytes) -> ApiResult {
+    let q = s.query(query)?;
+    let req: JobValidateRequest = parse_body(&body)?;
+    let Some(mut job) = req.job else {
+        return Err(ApiError::bad_request("Job must be specified"));
+    };
+    if job.region.is_empty() {
+        job.region = s.service.region.clone();
+    }
+    if job.namespace.is_empty() {
+        job.namespace = q.namespace.clone();
+    }
+    job.canonicalize();
+    let (errors, error) = match job.validate() {
+        Ok(()) => (Vec::new(), String::new()),
+        Err(e) => (
+            e.errors.iter().map(|f| f.to_string()).collect(),
+            e.to_string(),
+        ),
+    };
+    s.json(
+        0,
+        &JobValidateResponse {
+            driver_config_validated: false,
+            validation_errors: errors,
+            error,
+            warnings: String::new(),
+        },
+    )
+}
+
+// ---- nodes, allocations, evaluations ----
+
+async fn list_nodes(State(s): State<ApiState>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::NODES]).await?;
+    let items: Vec<_> = t
+        .nodes
+        .iter()
+        .filter(|(id, _)| id.starts_with(&q.prefix))
+        .map(|(id, n)| (id.clone(), n.stub()))
+        .collect();
+    s.page(t.table_index(table::NODES), items, &q)
+}
+
+/// One object by id, or 404 naming what was not found.
+fn by_id<'a, T>(
+    map: &'a imbl::OrdMap<String, Arc<T>>,
+    id: &str,
+    what: &str,
+) -> Result<&'a Arc<T>, ApiError> {
+    map.get(id)
+        .ok_or_else(|| ApiError::not_found(format!("{what} not found")))
+}
+
+async fn get_node(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::NODES]).await?;
+    let node = by_id(&t.nodes, &id, "node")?;
+    s.json(t.table_index(table::NODES), &**node)
+}
+
+async fn node_allocations(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    query: Q,
+) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::ALLOCS]).await?;
+    if !t.nodes.contains_key(&id) {
+        return Err(ApiError::not_found("node not found"));
+    }
+    let allocs: Vec<_> = t
+        .allocs_by_node(&id)
+        .iter()
+        .map(|a| (**a).clone())
+        .collect();
+    s.json(t.table_index(table::ALLOCS), &allocs)
+}
+
+async fn list_allocations(State(s): State<ApiState>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::ALLOCS]).await?;
+    let items: Vec<_> = t
+        .allocs
+        .iter()
+        .filter(|(id, a)| ns_matches(&q, &a.namespace) && id.starts_with(&q.prefix))
+        .map(|(id, a)| (id.clone(), a.stub()))
+        .collect();
+    s.page(t.table_index(table::ALLOCS), items, &q)
+}
+
+async fn get_allocation(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::ALLOCS]).await?;
+    let a = by_id(&t.allocs, &id, "alloc")?;
+    s.json(t.table_index(table::ALLOCS), &**a)
+}
+
+async fn list_evaluations(State(s): State<ApiState>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::EVALS]).await?;
+    let status = q.get("status").map(str::to_string);
+    let items: Vec<_> = t
+        .evals
+        .iter()
+        .filter(|(id, e)| {
+            ns_matches(&q, &e.namespace)
+                && id.starts_with(&q.prefix)
+                && status.as_ref().is_none_or(|st| *st == e.status)
+        })
+        .map(|(id, e)| (id.clone(), (**e).clone()))
+        .collect();
+    s.page(t.table_index(table::EVALS), items, &q)
+}
+
+async fn get_evaluation(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::EVALS]).await?;
+    let e = by_id(&t.evals, &id, "eval")?;
+    s.json(t.table_index(table::EVALS), &**e)
+}
+
+async fn evaluation_allocations(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    query: Q,
+) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::ALLOCS, table::EVALS]).await?;
+    if !t.evals.contains_key(&id) {
+        return Err(ApiError::not_found("eval not found"));
+    }
+    let allocs: Vec<_> = t.allocs_by_eval(&id).iter().map(|a| a.stub()).collect();
+    s.json(t.max_index(&[table::ALLOCS, table::EVALS]), &allocs)
+}
+
+// ---- status, agent, operator ----
+
+async fn status_leader(State(s): State<ApiState>, query: Q) -> ApiResult {
+    s.query(query)?;
+    let leader = s
+        .service
+        .leader()
+        .map(|(_, n)| n.rpc_addr)
+        .unwrap_or_default();
+    s.json(0, &leader)
+}
+
+async fn status_peers(State(s): State<ApiState>, query: Q) -> ApiResult {
+    s.query(query)?;
+    let info = s.service.cluster_info();
+    let peers: Vec<String> = info.voters.values().map(|n| n.rpc_addr.clone()).collect();
+    s.json(0, &peers)
+}
+
+async fn regions(State(s): State<ApiState>) -> ApiResult {
+    s.json(0, &vec![s.service.region.clone()])
+}
+
+fn member_json(
+    s: &ApiState,
+    name: &str,
+    node: &crate::raft::ServerNode,
+    leader: bool,
+    voter: bool,
+) -> serde_json::Value {
+    let (addr, port) = match node.rpc_addr.rsplit_once(':') {
+        Some((a, p)) => (a.to_string(), p.parse::<u16>().unwrap_or(0)),
+        None => (node.rpc_addr.clone(), 0),
+    };
+    json!({
+        "Name": format!("{name}.{}", s.service.region),
+        "Addr": addr,
+        "Port": port,
+        "Status": "alive",
+        "Tags": {
+            "role": "atoll",
+            "region": s.service.region,
+            "dc": s.service.datacenter,
+            "rpc_addr": node.rpc_addr,
+            "http_addr": node.http_addr,
+            "build": env!("CARGO_PKG_VERSION"),
+            "leader": leader.to_string(),
+            "voter": voter.to_string(),
+        },
+    })
+}
+
+async fn agent_self(State(s): State<ApiState>) -> ApiResult {
+    let info = s.service.cluster_info();
+    let leader = info.leader.as_ref().map(|(id, _)| *id) == Some(info.id);
+    let m = s.service.raft.metrics().borrow().clone();
+    s.json(
+        0,
+        &json!({
+            "config": {
+                "Region": s.service.region,
+                "Datacenter": s.service.datacenter,
+                "NodeName": s.service.node.name,
+                "Server": { "Enabled": true },
+                "Version": { "Version": env!("CARGO_PKG_VERSION") },
+            },
+            "member": member_json(&s, &s.service.node.name, &s.service.node, leader, info.voters.contains_key(&info.id)),
+            "stats": {
+                "raft": {
+                    "node_id": info.id.to_string(),
+                    "state": format!("{:?}", m.state),
+                    "term": m.current_term.to_string(),
+                    "last_log_index": m.last_log_index.unwrap_or(0).to_string(),
+                    "applied_index": info.applied.to_string(),
+                    "last_contact": format!("{}ms", s.service.last_contact_ms()),
+                },
+            },
+        }),
+    )
+}
+
+async fn agent_members(State(s): State<ApiState>) -> ApiResult {
+    let info = s.service.cluster_info();
+    let leader_id = info.leader.as_ref().map(|(id, _)| *id);
+    let mut members = Vec::new();
+    for (id, n) in info.voters.iter() {
+        members.push(member_json(&s, &n.name, n, Some(*id) == leader_id, true));
+    }
+    for (id, n) in info.learners.iter() {
+        members.push(member_json(&s, &n.name, n, Some(*id) == leader_id, false));
+    }
+    s.json(
+        0,
+        &json!({
+            "ServerName": s.service.node.name,
+            "ServerRegion": s.service.region,
+            "ServerDC": s.service.datacenter,
+            "Members": members,
+        }),
+    )
+}
+
+async fn raft_configuration(State(s): State<ApiState>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    if !q.stale {
+        s.service.read_barrier().await?;
+    }
+    let info = s.service.cluster_info();
+    let leader_id = info.leader.as_ref().map(|(id, _)| *id);
+    let servers: Vec<_> = info
+        .voters
+        .iter()
+        .map(|(id, n)| (id, n, true))
+        .chain(info.learners.iter().map(|(id, n)| (id, n, false)))
+        .map(|(id, n, voter)| {
+            json!({
+                "ID": id.to_string(),
+                "Node": n.name,
+                "Address": n.rpc_addr,
+                "Leader": Some(*id) == leader_id,
+                "Voter": voter,
+                "RaftProtocol": "3",
+            })
+        })
+        .collect();
+    s.json(
+        info.applied,
+        &json!({ "Index": info.applied, "Servers": servers }),
+    )
+}
+
+async fn raft_remove_peer(State(s): State<ApiState>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let info = s.service.cluster_info();
+    let target = if let Some(id) = q.get("id") {
+        let id: u64 = id
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("Invalid id: {id:?} is not a server id")))?;
+        info.voters
+            .iter()
+            .chain(info.learners.iter())
+            .find(|(i, _)| **i == id)
+            .map(|(i, n)| (*i, n.clone()))
+    } else if let Some(addr) = q.get("address") {
+        info.voters
+            .iter()
+            .chain(info.learners.iter())
+            .find(|(_, n)| n.rpc_addr == addr)
+            .map(|(i, n)| (*i, n.clone()))
+    } else {
+        return Err(ApiError::bad_request("Must specify either ?id with the server's ID or ?address with IP:port of peer to remove"));
+    };
+    let (id, node) =
+        target.ok_or_else(|| ApiError::not_found("no such server in the Raft configuration"))?;
+    s.service.membership_on_leader(false, id, node).await?;
+    s.json(0, &serde_json::Value::Null)
+}
+
+async fn snapshot_save(State(s): State<ApiState>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.service.read(q.stale).await?;
+    let bytes = s.service.snapshot_bytes(&t).await?;
+    let digest = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        Sha256::digest(&bytes),
+    );
+    let mut h = s.headers(t.index);
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("sha-256={digest}")) {
+        h.insert("Digest", v);
+    }
+    Ok((h, Body::from(bytes)).into_response())
+}
+
+async fn snapshot_restore(
+    State(s): State<ApiState>,
+    query: Q,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    s.query(query)?;
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "Request body is empty: expected a snapshot file",
+        ));
+    }
+    if let Some(d) = headers.get("Digest").and_then(|v| v.to_str().ok()) {
+        let want = d.strip_prefix("sha-256=").unwrap_or(d);
+        let have = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            Sha256::digest(&body),
+        );
+        if want != have {
+            return Err(ApiError::bad_request(
+                "Snapshot digest does not match its Digest header",
+            ));
+        }
+    }
+    let index = s.service.restore(body.to_vec()).await?;
+    s.json(index, &serde_json::Value::Null)
+}
+
+async fn metrics_endpoint(State(s): State<ApiState>, query: Q) -> ApiResult {
+    let q = QueryOptions::parse(query.0)?;
+    if q.format.as_deref() == Some("prometheus") {
+        return Ok(prometheus_text(&s));
+    }
+    s.json(
+        0,
+        &ops_kit::telemetry::encode_nomad_json(&s.metrics.registry),
+    )
+}
+
+async fn prometheus_endpoint(State(s): State<ApiState>) -> Response {
+    prometheus_text(&s)
+}
+
+fn prometheus_text(s: &ApiState) -> Response {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        ops_kit::telemetry::encode_prometheus(&s.metrics.registry),
+    )
+        .into_response()
+}

@@ -1,0 +1,100 @@
+//! Raft for one region: openraft's type configuration, the sqlite log store,
+//! the state machine with sqlite snapshot files, and the mTLS gRPC network.
+
+use std::io::Cursor;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Command, CommandResponse};
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+/// Where a server of the region can be reached; stored in Raft membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerNode {
+    /// `<node>.<region>`-style server name.
+    pub name: String,
+    /// gRPC (Raft and forwarding) address, `host:port`.
+    pub rpc_addr: String,
+    /// HTTP API address, `host:port`.
+    pub http_addr: String,
+}
+
+openraft::declare_raft_types!(
+    /// Atoll's Raft types: commands are state-store writes.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = u64,
+        Node = ServerNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The region's Raft handle.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// Node id within the region.
+pub type NodeId = u64;
+/// A log id.
+pub type LogId = openraft::LogId<NodeId>;
+/// Errors of storage calls.
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// Raft timing and log retention, tuned for servers of one region.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftTuning {
+    /// Leader heartbeat interval, milliseconds.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomized election timeout, milliseconds.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout, milliseconds. Also the
+    /// leader lease: a follower that heard from a leader within this time
+    /// refuses to vote for anyone else, so a rejoining server cannot depose a
+    /// healthy leader.
+    pub election_timeout_max_ms: u64,
+    /// Take a snapshot after this many log entries since the last one.
+    pub snapshot_threshold: u64,
+    /// Entries kept in the log behind a snapshot (for slow followers).
+    pub trailing_logs: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_threshold: 8192,
+            trailing_logs: 2048,
+        }
+    }
+}
+
+impl RaftTuning {
+    /// openraft's configuration from these settings.
+    pub fn to_config(&self, region: &str) -> Result<openraft::Config, Box<openraft::ConfigError>> {
+        let cfg = openraft::Config {
+            cluster_name: format!("atoll-{region}"),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            install_snapshot_timeout: 2_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_threshold),
+            max_in_snapshot_log_to_keep: self.trailing_logs,
+            snapshot_max_chunk_size: 1024 * 1024,
+            max_payload_entries: 512,
+            ..Default::default()
+        };
+        cfg.validate().map_err(Box::new)
+    }
+
+    /// The longest a follower waits before it starts an election.
+    pub fn election_timeout_max(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_max_ms)
+    }
+}

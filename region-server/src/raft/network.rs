@@ -1,0 +1,265 @@
+//! Raft over mTLS gRPC: one cached channel per peer, openraft's messages as
+//! JSON payloads, and the `RaftService` that feeds them to the local Raft.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use ops_kit::tls::{CertBundle, Role};
+use proto::rpc::raft_service_client::RaftServiceClient;
+use proto::rpc::raft_service_server::RaftService;
+use proto::rpc::Payload;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::{NodeId, Raft, ServerNode, TypeConfig};
+
+/// gRPC channels to the other servers of the region, one per address,
+/// created lazily and reused (tonic reconnects them as needed).
+#[derive(Clone)]
+pub struct PeerPool {
+    tls: Arc<CertBundle>,
+    server_name: String,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+/// Errors reaching a peer.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The address or TLS settings are unusable.
+    #[error("peer {addr}: {source}")]
+    Endpoint {
+        /// The peer address.
+        addr: String,
+        /// The transport error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+impl PeerPool {
+    /// A pool that dials servers of `region` with our certificate.
+    pub fn new(tls: Arc<CertBundle>, region: &str) -> Self {
+        Self {
+            tls,
+            server_name: ops_kit::tls::identity_name(Role::Server, region),
+            channels: Arc::default(),
+        }
+    }
+
+    /// The channel to `addr` (`host:port`).
+    pub fn channel(&self, addr: &str) -> Result<Channel, PeerError> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let err = |source| PeerError::Endpoint {
+            addr: addr.to_string(),
+            source,
+        };
+        let endpoint = Endpoint::from_shared(format!("https://{addr}"))
+            .map_err(err)?
+            .tls_config(self.tls.client_tls_config(&self.server_name))
+            .map_err(err)?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        map.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Creates a [`Network`] per target server.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    pool: PeerPool,
+}
+
+impl NetworkFactory {
+    /// A factory using `pool`.
+    pub fn new(pool: PeerPool) -> Self {
+        Self { pool }
+    }
+}
+
+/// The connection to one target server.
+pub struct Network {
+    target: NodeId,
+    node: ServerNode,
+    client: Result<RaftServiceClient<Channel>, String>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Network;
+
+    async fn new_client(&mut self, target: NodeId, node: &ServerNode) -> Self::Network {
+        let client = self
+            .pool
+            .channel(&node.rpc_addr)
+            .map(|c| RaftServiceClient::new(c).max_decoding_message_size(256 * 1024 * 1024))
+            .map_err(|e| e.to_string());
+        Network {
+            target,
+            node: node.clone(),
+            client,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+fn encode<T: Serialize>(v: &T) -> Result<Payload, serde_json::Error> {
+    Ok(Payload {
+        data: serde_json::to_vec(v)?,
+    })
+}
+
+impl Network {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        method: &'static str,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<NodeId, ServerNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = match &mut self.client {
+            Ok(c) => c,
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&Msg(e.clone())))),
+        };
+        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = Request::new(payload);
+        request.set_timeout(ttl);
+        let reply = match method {
+            "vote" => client.vote(request).await,
+            "append" => client.append_entries(request).await,
+            _ => client.install_snapshot(request).await,
+        };
+        let reply = match reply {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                let e = Msg(format!(
+                    "{} to {}: {}",
+                    method,
+                    self.node.rpc_addr,
+                    status.message()
+                ));
+                return Err(match status.code() {
+                    tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&e)),
+                    _ => RPCError::Network(NetworkError::new(&e)),
+                });
+            }
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&reply.data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Network {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ServerNode, RaftError<NodeId>>>
+    {
+        self.call("append", &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, ServerNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call("snapshot", &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, ServerNode, RaftError<NodeId>>> {
+        self.call("vote", &rpc, option.hard_ttl()).await
+    }
+}
+
+/// Serves Raft RPCs from the other servers of the region.
+pub struct RaftGrpc {
+    raft: Raft,
+    region: String,
+    on_append: Box<dyn Fn() + Send + Sync>,
+}
+
+impl RaftGrpc {
+    /// A service feeding `raft`; only servers of `region` may call it.
+    /// `on_append` runs whenever a leader's AppendEntries arrives.
+    pub fn new(raft: Raft, region: String, on_append: Box<dyn Fn() + Send + Sync>) -> Self {
+        Self {
+            raft,
+            region,
+            on_append,
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, req: Request<Payload>) -> Result<T, Status> {
+        ops_kit::tls::require_peer(&req, &[Role::Server], &self.region)?;
+        serde_json::from_slice(&req.into_inner().data)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+    }
+}
+
+fn reply<T: Serialize>(v: &T) -> Result<Response<Payload>, Status> {
+    encode(v)
+        .map(Response::new)
+        .map_err(|e| Status::internal(format!("encode raft reply: {e}")))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftGrpc {
+    async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: VoteRequest<NodeId> = self.decode(req)?;
+        reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = self.decode(req)?;
+        let result = self.raft.append_entries(rpc).await;
+        if matches!(&result, Ok(r) if r.is_success()) {
+            (self.on_append)();
+        }
+        reply(&result)
+    }
+
+    async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = self.decode(req)?;
+        reply(&self.raft.install_snapshot(rpc).await)
+    }
+}

@@ -1,0 +1,309 @@
+//! Starting and stopping a region server: storage, Raft, the gRPC and HTTP
+//! listeners, and the bootstrap/join loop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ops_kit::tls::{CertBundle, DevCa, Role};
+use proto::rpc::raft_service_server::RaftServiceServer;
+use proto::rpc::region_service_server::RegionServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::http;
+use crate::config::{ServerConfig, TlsSource};
+use crate::metrics::Metrics;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{NetworkFactory, PeerPool, RaftGrpc};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{NodeId, Raft, ServerNode};
+use crate::service::{RegionGrpc, Service};
+use crate::state::StateStore;
+
+/// A running region server.
+pub struct RegionServer {
+    /// The service layer (for in-process callers and tests).
+    pub service: Service,
+    /// The bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// The bound gRPC address.
+    pub rpc_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn load_tls(cfg: &ServerConfig) -> anyhow::Result<CertBundle> {
+    Ok(match &cfg.tls {
+        TlsSource::Files { ca, cert, key } => {
+            CertBundle::load(ca, cert, key).context("loading TLS files")?
+        }
+        TlsSource::Bundle(b) => b.clone(),
+        TlsSource::DevGenerated => {
+            let ca = DevCa::load_or_create(&cfg.data_dir.join("tls")).context("development CA")?;
+            ca.issue(Role::Server, &cfg.region)
+                .context("issuing a development server certificate")?
+        }
+    })
+}
+
+/// The server's Raft id: random on first start, then kept in the data dir.
+async fn node_id(data_dir: &Path) -> anyhow::Result<NodeId> {
+    let path = data_dir.join("node-id");
+    match tokio::fs::read_to_string(&path).await {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .with_context(|| format!("{} does not hold a node id", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id: NodeId = rand::random::<u64>() >> 1 | 1;
+            let tmp = data_dir.join("node-id.tmp");
+            tokio::fs::write(&tmp, id.to_string())
+                .await
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            tokio::fs::rename(&tmp, &path)
+                .await
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+impl RegionServer {
+    /// Start a server; returns once it listens (not once it has a leader).
+    pub async fn start(cfg: ServerConfig) -> anyhow::Result<Self> {
+        ops_kit::tls::install_crypto_provider();
+        tokio::fs::create_dir_all(&cfg.data_dir)
+            .await
+            .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+        let tls = Arc::new(load_tls(&cfg)?);
+        let id = node_id(&cfg.data_dir).await?;
+
+        let rpc_listener = TcpListener::bind(&cfg.rpc_addr)
+            .await
+            .with_context(|| format!("binding rpc address {}", cfg.rpc_addr))?;
+        let http_listener = TcpListener::bind(&cfg.http_addr)
+            .await
+            .with_context(|| format!("binding http address {}", cfg.http_addr))?;
+        let rpc_addr = rpc_listener.local_addr()?;
+        let http_addr = http_listener.local_addr()?;
+        let node = ServerNode {
+            name: cfg.name.clone(),
+            rpc_addr: rpc_addr.to_string(),
+            http_addr: http_addr.to_string(),
+        };
+
+        let log_store = LogStore::open(&cfg.data_dir.join("raft.db")).await?;
+        let store = StateStore::default();
+        let sm = StateMachine::open(&cfg.data_dir.join("snapshots"), store.clone()).await?;
+        let peers = PeerPool::new(tls.clone(), &cfg.region);
+        let raft_config = Arc::new(cfg.raft.to_config(&cfg.region).context("raft settings")?);
+        let raft = Raft::new(
+            id,
+            raft_config,
+            NetworkFactory::new(peers.clone()),
+            log_store,
+            sm,
+        )
+        .await
+        .context("starting raft")?;
+
+        let service = Service::new(
+            id,
+            node.clone(),
+            cfg.region.clone(),
+            cfg.datacenter.clone(),
+            raft.clone(),
+            store,
+            peers,
+        );
+        let metrics = Metrics::new(&cfg.region).context("metrics registry")?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        // gRPC: Raft and region services, mTLS.
+        let contact = service.clone();
+        let raft_svc = RaftGrpc::new(
+            raft.clone(),
+            cfg.region.clone(),
+            Box::new(move || contact.touch_leader_contact()),
+        );
+        let grpc = tonic::transport::Server::builder()
+            .tls_config(tls.server_tls_config())
+            .context("gRPC TLS settings")?
+            .add_service(
+                RaftServiceServer::new(raft_svc).max_decoding_message_size(256 * 1024 * 1024),
+            )
+            .add_service(
+                RegionServiceServer::new(RegionGrpc::new(service.clone()))
+                    .max_decoding_message_size(1024 * 1024 * 1024),
+            );
+        let mut rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = grpc.serve_with_incoming_shutdown(incoming, stop).await {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        }));
+
+        // HTTP API.
+        let router = http::router(http::ApiState::new(
+            service.clone(),
+            metrics.clone(),
+            cfg.max_request_body_bytes,
+        ));
+        let mut rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(http_listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }));
+
+        tasks.push(tokio::spawn(
+            metrics
+                .clone()
+                .sample_loop(service.clone(), shutdown_rx.clone()),
+        ));
+        tasks.push(tokio::spawn(bootstrap_loop(
+            service.clone(),
+            cfg.bootstrap_expect,
+            cfg.join.clone(),
+            shutdown_rx,
+        )));
+        tracing::info!(id, name = %cfg.name, region = %cfg.region, %http_addr, %rpc_addr, "region server started");
+        Ok(Self {
+            service,
+            http_addr,
+            rpc_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Leave the Raft configuration (handing leadership over first when this
+    /// server leads), then shut down.
+    pub async fn leave_and_shutdown(self) -> anyhow::Result<()> {
+        let left = self.service.leave().await;
+        self.shutdown().await;
+        left.context("leaving the region")
+    }
+
+    /// Stop serving and shut Raft down.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if let Err(e) = self.service.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// Until this server is part of an initialized region: find peers through
+/// the join list; join a region that has a leader; or, with
+/// `bootstrap_expect = N`, once N uninitialized servers know of each other,
+/// let the one with the lowest id initialize Raft with all of them, so the
+/// region bootstraps exactly once even when every server starts together.
+async fn bootstrap_loop(
+    service: Service,
+    expect: Option<usize>,
+    join: Vec<String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match bootstrap_step(&service, expect, &join).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "bootstrap: not yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+async fn bootstrap_step(
+    service: &Service,
+    expect: Option<usize>,
+    join: &[String],
+) -> anyhow::Result<bool> {
+    if service.raft.is_initialized().await? {
+        return Ok(true);
+    }
+    let mut uninitialized = BTreeMap::from([(service.id, service.node.clone())]);
+    for addr in join {
+        if *addr == service.node.rpc_addr {
+            continue;
+        }
+        let info = match service.probe(addr).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "bootstrap: peer not reachable");
+                continue;
+            }
+        };
+        if info.region != service.region {
+            tracing::warn!(%addr, region = %info.region, "bootstrap: peer is of another region; ignored");
+            continue;
+        }
+        if info.initialized {
+            if info.voters.contains_key(&service.id) || info.learners.contains_key(&service.id) {
+                // Already a member: replication will reach us.
+                return Ok(false);
+            }
+            if let Some((_, leader)) = info.leader {
+                let mut client = proto::rpc::region_service_client::RegionServiceClient::new(
+                    service.peers.channel(&leader.rpc_addr)?,
+                );
+                let r = client
+                    .join(proto::rpc::MembershipChange {
+                        node_id: service.id,
+                        rpc_addr: service.node.rpc_addr.clone(),
+                        http_addr: service.node.http_addr.clone(),
+                        name: service.node.name.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                if r.ok {
+                    tracing::info!(leader = %leader.rpc_addr, "joined the region");
+                    return Ok(true);
+                }
+                anyhow::bail!("join refused: {}", r.message);
+            }
+        } else {
+            uninitialized.insert(info.id, info.node);
+        }
+    }
+    let Some(expect) = expect else {
+        return Ok(false);
+    };
+    if uninitialized.len() < expect {
+        return Ok(false);
+    }
+    let lowest = uninitialized.keys().next().copied();
+    if lowest == Some(service.id) {
+        tracing::info!(servers = uninitialized.len(), "bootstrapping the region");
+        service.raft.initialize(uninitialized).await?;
+        return Ok(true);
+    }
+    Ok(false)
+}

@@ -1,0 +1,606 @@
+//! The service layer both APIs call: writes through Raft (forwarded to the
+//! leader from any server), linearizable or stale reads, Raft membership,
+//! and the `RegionService` gRPC that servers of a region use among
+//! themselves.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use ops_kit::tls::Role;
+use proto::rpc::region_service_client::RegionServiceClient;
+use proto::rpc::region_service_server::RegionService;
+use proto::rpc::{
+    ClusterInfoReply, ClusterInfoRequest, ForwardWrite, ForwardWriteReply, MembershipChange,
+    MembershipReply, ReadIndexReply, ReadIndexRequest, SnapshotChunk,
+};
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Response, Status};
+
+use crate::raft::network::PeerPool;
+use crate::raft::{NodeId, Raft, ServerNode};
+use crate::state::{snapshot_file, Command, CommandResponse, StateStore, Tables};
+
+/// How long a request waits for a leader before it fails.
+pub const LEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// Errors of the service layer, mapped to HTTP statuses by the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No leader could be found in time.
+    #[error("No cluster leader")]
+    NoLeader,
+    /// The request named something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// Bad input.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Something failed inside the region.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What a server tells its peers about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// Raft node id.
+    pub id: NodeId,
+    /// Where to reach it.
+    pub node: ServerNode,
+    /// Region.
+    pub region: String,
+    /// Whether its Raft has a membership (bootstrapped or joined).
+    pub initialized: bool,
+    /// The leader it knows, if any.
+    pub leader: Option<(NodeId, ServerNode)>,
+    /// Voters of its current membership.
+    pub voters: BTreeMap<NodeId, ServerNode>,
+    /// Learners of its current membership.
+    pub learners: BTreeMap<NodeId, ServerNode>,
+    /// Last applied index.
+    pub applied: u64,
+}
+
+/// One server's handle on the region.
+#[derive(Clone)]
+pub struct Service {
+    /// This server's Raft id.
+    pub id: NodeId,
+    /// This server's addresses.
+    pub node: ServerNode,
+    /// The region.
+    pub region: String,
+    /// The datacenter.
+    pub datacenter: String,
+    /// The Raft handle.
+    pub raft: Raft,
+    /// The state.
+    pub store: StateStore,
+    /// Channels to peers.
+    pub peers: PeerPool,
+    last_contact_ms: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl Service {
+    /// A service over a started Raft.
+    pub fn new(
+        id: NodeId,
+        node: ServerNode,
+        region: String,
+        datacenter: String,
+        raft: Raft,
+        store: StateStore,
+        peers: PeerPool,
+    ) -> Self {
+        Self {
+            id,
+            node,
+            region,
+            datacenter,
+            raft,
+            store,
+            peers,
+            last_contact_ms: Arc::new(AtomicU64::new(0)),
+            started: Instant::now(),
+        }
+    }
+
+    /// Note that the leader was heard from (called by the Raft gRPC service).
+    pub fn touch_leader_contact(&self) {
+        self.last_contact_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The current leader, if known.
+    pub fn leader(&self) -> Option<(NodeId, ServerNode)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id).cloned()?;
+        Some((id, node))
+    }
+
+    /// Whether this server is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Milliseconds since this server last heard from the leader (0 on the leader).
+    pub fn last_contact_ms(&self) -> u64 {
+        if self.is_leader() {
+            return 0;
+        }
+        let at = self.last_contact_ms.load(Ordering::Relaxed);
+        (self.started.elapsed().as_millis() as u64).saturating_sub(at)
+    }
+
+    /// Wait up to `LEADER_WAIT` for a leader to be known.
+    async fn await_leader(&self, deadline: Instant) -> Result<(NodeId, ServerNode), ServiceError> {
+        loop {
+            if let Some(l) = self.leader() {
+                return Ok(l);
+            }
+            if Instant::now() >= deadline {
+                return Err(ServiceError::NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Commit a command through Raft (on the leader, forwarding if needed)
+    /// and wait until this server has applied it. Returns the command's
+    /// response and its Raft index.
+    pub async fn write(&self, cmd: Command) -> Result<(CommandResponse, u64), ServiceError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let (leader_id, leader) = self.await_leader(deadline).await?;
+            let attempt = if leader_id == self.id {
+                self.write_local(cmd.clone()).await
+            } else {
+                self.write_forward(&leader, &cmd).await
+            };
+            match attempt {
+                Ok((resp, index)) => {
+                    // Read-your-writes on this server.
+                    if !self.store.wait_applied(index, LEADER_WAIT).await {
+                        return Err(ServiceError::Internal(format!(
+                            "write committed at index {index} but not yet applied here"
+                        )));
+                    }
+                    return Ok((resp, index));
+                }
+                Err(Retry::Again) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                Err(Retry::Again) => return Err(ServiceError::NoLeader),
+                Err(Retry::Fail(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn write_local(&self, cmd: Command) -> Result<(CommandResponse, u64), Retry> {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => Ok((r.data, r.log_id.index)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Retry::Again),
+            Err(e) => Err(Retry::Fail(ServiceError::Internal(format!(
+                "raft write: {e}"
+            )))),
+        }
+    }
+
+    async fn write_forward(
+        &self,
+        leader: &ServerNode,
+        cmd: &Command,
+    ) -> Result<(CommandResponse, u64), Retry> {
+        let mut client = self.region_client(&leader.rpc_addr).map_err(Retry::Fail)?;
+        let command = serde_json::to_vec(cmd)
+            .map_err(|e| Retry::Fail(ServiceError::Internal(format!("encode command: {e}"))))?;
+        let mut req = Request::new(ForwardWrite { command });
+        req.set_timeout(LEADER_WAIT);
+        match client.write(req).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                let resp = serde_json::from_slice(&r.response).map_err(|e| {
+                    Retry::Fail(ServiceError::Internal(format!("decode leader reply: {e}")))
+                })?;
+                Ok((resp, r.index))
+            }
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::FailedPrecondition
+                ) =>
+            {
+                Err(Retry::Again)
+            }
+            Err(s) => Err(Retry::Fail(ServiceError::Internal(format!(
+                "forwarding to leader {}: {}",
+                leader.rpc_addr,
+                s.message()
+            )))),
+        }
+    }
+
+    fn region_client(
+        &self,
+        addr: &str,
+    ) -> Result<RegionServiceClient<tonic::transport::Channel>, ServiceError> {
+        let ch = self
+            .peers
+            .channel(addr)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(RegionServiceClient::new(ch).max_decoding_message_size(1024 * 1024 * 1024))
+    }
+
+    /// Make the next read linearizable: confirm leadership (on the leader)
+    /// or learn the leader's read index and wait to apply up to it.
+    pub async fn read_barrier(&self) -> Result<(), ServiceError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let (leader_id, leader) = self.await_leader(deadline).await?;
+            let res: Result<(), String> = if leader_id == self.id {
+                match self.raft.ensure_linearizable().await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            } else {
+                match self
+                    .region_client(&leader.rpc_addr)?
+                    .read_index(ReadIndexRequest {})
+                    .await
+                {
+                    Ok(r) => {
+                        let idx = r.into_inner().read_index;
+                        if self.store.wait_applied(idx, LEADER_WAIT).await {
+                            return Ok(());
+                        }
+                        Err(format!("not caught up to read index {idx}"))
+                    }
+                    Err(s) => Err(s.message().to_string()),
+                }
+            };
+            if Instant::now() >= deadline {
+                return Err(match res {
+                    Err(e) if self.leader().is_some() => {
+                        ServiceError::Internal(format!("read barrier: {e}"))
+                    }
+                    _ => ServiceError::NoLeader,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// A consistent snapshot of the state; linearizable unless `stale`.
+    pub async fn read(&self, stale: bool) -> Result<Arc<Tables>, ServiceError> {
+        if !stale {
+            self.read_barrier().await?;
+        }
+        Ok(self.store.snapshot())
+    }
+
+    /// This server's view of the cluster.
+    pub fn cluster_info(&self) -> ClusterInfo {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut voters = BTreeMap::new();
+        let mut learners = BTreeMap::new();
+        for (id, node) in membership.nodes() {
+            if voter_ids.contains(id) {
+                voters.insert(*id, node.clone());
+            } else {
+                learners.insert(*id, node.clone());
+            }
+        }
+        ClusterInfo {
+            id: self.id,
+            node: self.node.clone(),
+            region: self.region.clone(),
+            initialized: !voters.is_empty(),
+            leader: self.leader(),
+            voters,
+            learners,
+            applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+        }
+    }
+
+    /// Add a server: as a learner until it has caught up, then as a voter.
+    /// Must run on the leader.
+    pub async fn add_server(&self, id: NodeId, node: ServerNode) -> Result<(), ServiceError> {
+        let info = self.cluster_info();
+        if info.voters.contains_key(&id) {
+            return Ok(());
+        }
+        self.raft
+            .add_learner(id, node, true)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("add learner {id}: {e}")))?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("promote {id} to voter: {e}")))?;
+        Ok(())
+    }
+
+    /// Remove a server from the Raft configuration. Must run on the leader.
+    /// Refuses to remove the last voter.
+    pub async fn remove_server(&self, id: NodeId) -> Result<(), ServiceError> {
+        let info = self.cluster_info();
+        if info.voters.contains_key(&id) {
+            if info.voters.len() <= 1 {
+                return Err(ServiceError::BadRequest(
+                    "refusing to remove the last voter".into(),
+                ));
+            }
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| ServiceError::Internal(format!("remove voter {id}: {e}")))?;
+        }
+        let info = self.cluster_info();
+        if info.learners.contains_key(&id) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| ServiceError::Internal(format!("remove learner {id}: {e}")))?;
+        } else if !info.voters.contains_key(&id) && !self.cluster_info().voters.contains_key(&id) {
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// Run a membership change on the leader, wherever it is.
+    pub async fn membership_on_leader(
+        &self,
+        join: bool,
+        id: NodeId,
+        node: ServerNode,
+    ) -> Result<(), ServiceError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        let (leader_id, leader) = self.await_leader(deadline).await?;
+        if leader_id == self.id {
+            return if join {
+                self.add_server(id, node).await
+            } else {
+                self.remove_server(id).await
+            };
+        }
+        let change = MembershipChange {
+            node_id: id,
+            rpc_addr: node.rpc_addr,
+            http_addr: node.http_addr,
+            name: node.name,
+        };
+        let mut client = self.region_client(&leader.rpc_addr)?;
+        let r = if join {
+            client.join(change).await
+        } else {
+            client.leave(change).await
+        }
+        .map_err(|s| {
+            ServiceError::Internal(format!("leader {}: {}", leader.rpc_addr, s.message()))
+        })?
+        .into_inner();
+        if r.ok {
+            Ok(())
+        } else {
+            Err(ServiceError::BadRequest(r.message))
+        }
+    }
+
+    /// Leave the region gracefully: the leader hands off leadership by
+    /// removing itself (the remaining voters elect a successor), a follower
+    /// asks the leader to remove it.
+    pub async fn leave(&self) -> Result<(), ServiceError> {
+        self.membership_on_leader(false, self.id, self.node.clone())
+            .await
+    }
+
+    /// Ask the servers at `addrs` who they are.
+    pub async fn probe(&self, addr: &str) -> Result<ClusterInfo, ServiceError> {
+        let mut client = self.region_client(addr)?;
+        let mut req = Request::new(ClusterInfoRequest {});
+        req.set_timeout(Duration::from_secs(1));
+        let r = client
+            .cluster_info(req)
+            .await
+            .map_err(|s| ServiceError::Internal(format!("{addr}: {}", s.message())))?;
+        serde_json::from_slice(&r.into_inner().info)
+            .map_err(|e| ServiceError::Internal(format!("{addr}: {e}")))
+    }
+
+    /// Stream a consistent snapshot of the state as an sqlite file.
+    pub async fn snapshot_bytes(&self, tables: &Tables) -> Result<Vec<u8>, ServiceError> {
+        let dir = tempfile::tempdir()
+            .map_err(|e| ServiceError::Internal(format!("snapshot temp dir: {e}")))?;
+        let path = dir.path().join("snapshot.db");
+        snapshot_file::write(
+            &path,
+            tables,
+            &snapshot_file::SnapshotMeta {
+                index: tables.index,
+                raft: None,
+            },
+        )
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("read snapshot: {e}")))
+    }
+
+    /// Restore the region's state from snapshot file bytes, through Raft.
+    pub async fn restore(&self, bytes: Vec<u8>) -> Result<u64, ServiceError> {
+        let dir = tempfile::tempdir()
+            .map_err(|e| ServiceError::Internal(format!("snapshot temp dir: {e}")))?;
+        let path = dir.path().join("restore.db");
+        tokio::fs::write(&path, &bytes)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("write snapshot: {e}")))?;
+        let (_, rows) = snapshot_file::read(&path)
+            .await
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        // Validate before committing: a bad snapshot must never reach the log.
+        snapshot_file::tables_from_rows(rows.clone())
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let (resp, index) = self.write(Command::Restore { rows }).await?;
+        match resp {
+            CommandResponse::Conflict(m) => Err(ServiceError::BadRequest(m)),
+            _ => Ok(index),
+        }
+    }
+}
+
+enum Retry {
+    Again,
+    Fail(ServiceError),
+}
+
+/// `RegionService`: what servers of the region ask each other.
+pub struct RegionGrpc {
+    service: Service,
+}
+
+impl RegionGrpc {
+    /// Serve `service`.
+    pub fn new(service: Service) -> Self {
+        Self { service }
+    }
+
+    fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        ops_kit::tls::require_peer(req, &[Role::Server], &self.service.region).map(|_| ())
+    }
+}
+
+fn status(e: ServiceError) -> Status {
+    match e {
+        ServiceError::NoLeader => Status::unavailable("No cluster leader"),
+        ServiceError::NotFound(m) => Status::not_found(m),
+        ServiceError::Conflict(m) => Status::failed_precondition(m),
+        ServiceError::BadRequest(m) => Status::invalid_argument(m),
+        ServiceError::Internal(m) => Status::internal(m),
+    }
+}
+
+#[tonic::async_trait]
+impl RegionService for RegionGrpc {
+    async fn write(
+        &self,
+        req: Request<ForwardWrite>,
+    ) -> Result<Response<ForwardWriteReply>, Status> {
+        self.check(&req)?;
+        let cmd: Command = serde_json::from_slice(&req.into_inner().command)
+            .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
+        if !self.service.is_leader() {
+            return Err(Status::unavailable("not the leader"));
+        }
+        match self.service.raft.client_write(cmd).await {
+            Ok(r) => Ok(Response::new(ForwardWriteReply {
+                response: serde_json::to_vec(&r.data)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+                index: r.log_id.index,
+            })),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(Status::unavailable("not the leader"))
+            }
+            Err(e) => Err(Status::internal(format!("raft write: {e}"))),
+        }
+    }
+
+    async fn read_index(
+        &self,
+        req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexReply>, Status> {
+        self.check(&req)?;
+        match self.service.raft.ensure_linearizable().await {
+            Ok(l) => Ok(Response::new(ReadIndexReply {
+                read_index: l.map(|l| l.index).unwrap_or(0),
+            })),
+            Err(e) => Err(Status::unavailable(format!("read index: {e}"))),
+        }
+    }
+
+    async fn join(
+        &self,
+        req: Request<MembershipChange>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        self.check(&req)?;
+        let m = req.into_inner();
+        let node = ServerNode {
+            name: m.name,
+            rpc_addr: m.rpc_addr,
+            http_addr: m.http_addr,
+        };
+        if !self.service.is_leader() {
+            return Err(Status::unavailable("not the leader"));
+        }
+        let r = self.service.add_server(m.node_id, node).await;
+        Ok(Response::new(MembershipReply {
+            ok: r.is_ok(),
+            message: r.err().map(|e| e.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn leave(
+        &self,
+        req: Request<MembershipChange>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        self.check(&req)?;
+        let m = req.into_inner();
+        if !self.service.is_leader() {
+            return Err(Status::unavailable("not the leader"));
+        }
+        let r = self.service.remove_server(m.node_id).await;
+        Ok(Response::new(MembershipReply {
+            ok: r.is_ok(),
+            message: r.err().map(|e| e.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn cluster_info(
+        &self,
+        req: Request<ClusterInfoRequest>,
+    ) -> Result<Response<ClusterInfoReply>, Status> {
+        self.check(&req)?;
+        let info = serde_json::to_vec(&self.service.cluster_info())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ClusterInfoReply { info }))
+    }
+
+    type SnapshotStream = tokio_stream::wrappers::ReceiverStream<Result<SnapshotChunk, Status>>;
+
+    async fn snapshot(
+        &self,
+        req: Request<ClusterInfoRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.check(&req)?;
+        let tables = self.service.read(false).await.map_err(status)?;
+        let bytes = self.service.snapshot_bytes(&tables).await.map_err(status)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for chunk in bytes.chunks(1024 * 1024) {
+                if tx
+                    .send(Ok(SnapshotChunk {
+                        data: chunk.to_vec(),
+                    }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+}

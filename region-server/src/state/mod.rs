@@ -1,0 +1,534 @@
+//! The region's state: in-memory tables with secondary indexes, changed only
+//! by applying Raft commands, read through cheap consistent snapshots.
+//!
+//! Tables are persistent maps (`imbl`): cloning a [`Tables`] is O(1) and
+//! shares structure, so every applied batch publishes a new immutable
+//! snapshot through a `watch` channel. Readers take the latest snapshot
+//! without locks; blocking queries wait on the same channel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imbl::OrdMap;
+use proto::model::{Allocation, Deployment, Evaluation, Job, JobSummary, Node};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub mod snapshot_file;
+
+/// How many versions of a job are kept (Nomad keeps 6).
+pub const JOB_TRACKED_VERSIONS: usize = 6;
+
+/// `(namespace, id)`.
+pub type NsKey = (String, String);
+
+/// The names of the tables, for per-table modify indexes.
+pub mod table {
+    /// Jobs and their versions and summaries.
+    pub const JOBS: &str = "jobs";
+    /// Evaluations.
+    pub const EVALS: &str = "evals";
+    /// Allocations.
+    pub const ALLOCS: &str = "allocs";
+    /// Nodes.
+    pub const NODES: &str = "nodes";
+    /// Deployments.
+    pub const DEPLOYMENTS: &str = "deployments";
+    /// Every table.
+    pub const ALL: [&str; 5] = [JOBS, EVALS, ALLOCS, NODES, DEPLOYMENTS];
+}
+
+/// One consistent version of every table.
+#[derive(Clone, Default, Debug)]
+pub struct Tables {
+    /// The Raft index of the last applied command.
+    pub index: u64,
+    /// Jobs by (namespace, id).
+    pub jobs: OrdMap<NsKey, Arc<Job>>,
+    /// Every tracked version: (namespace, id, version).
+    pub job_versions: OrdMap<(String, String, u64), Arc<Job>>,
+    /// Job summaries by (namespace, id).
+    pub job_summaries: OrdMap<NsKey, Arc<JobSummary>>,
+    /// Evaluations by id.
+    pub evals: OrdMap<String, Arc<Evaluation>>,
+    /// Index: (namespace, job id, eval id).
+    pub evals_by_job: OrdMap<(String, String, String), ()>,
+    /// Allocations by id.
+    pub allocs: OrdMap<String, Arc<Allocation>>,
+    /// Index: (namespace, job id, alloc id).
+    pub allocs_by_job: OrdMap<(String, String, String), ()>,
+    /// Index: (node id, alloc id).
+    pub allocs_by_node: OrdMap<(String, String), ()>,
+    /// Nodes by id.
+    pub nodes: OrdMap<String, Arc<Node>>,
+    /// Deployments by id.
+    pub deployments: OrdMap<String, Arc<Deployment>>,
+    /// The Raft index at which each table last changed.
+    pub table_index: OrdMap<String, u64>,
+}
+
+/// A write to the state, decided before it enters the Raft log: everything
+/// that varies (ids, times) is already in it, so applying it is deterministic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Register (create or update) a job, with the evaluation it triggers.
+    JobRegister {
+        /// The canonicalized, validated job.
+        job: Box<Job>,
+        /// The evaluation to create.
+        eval: Option<Box<Evaluation>>,
+        /// Submit time, ns since the epoch.
+        now: i64,
+        /// Only register if the job's current JobModifyIndex equals this.
+        enforce_index: Option<u64>,
+    },
+    /// Stop (or purge) a job.
+    JobDeregister {
+        /// Namespace of the job.
+        namespace: String,
+        /// Job id.
+        job_id: String,
+        /// Remove the job and its versions entirely.
+        purge: bool,
+        /// The evaluation to create.
+        eval: Option<Box<Evaluation>>,
+        /// Time, ns since the epoch.
+        now: i64,
+    },
+    /// Create or replace nodes.
+    NodeUpsert {
+        /// The nodes.
+        nodes: Vec<Node>,
+    },
+    /// Create or replace evaluations.
+    EvalUpsert {
+        /// The evaluations.
+        evals: Vec<Evaluation>,
+    },
+    /// Create or replace allocations.
+    AllocUpsert {
+        /// The allocations.
+        allocs: Vec<Allocation>,
+    },
+    /// Replace the whole state with a restored snapshot.
+    Restore {
+        /// Every row of the restored state.
+        rows: Vec<snapshot_file::Row>,
+    },
+}
+
+/// The result of applying a command.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    /// Applied (membership and blank entries too).
+    #[default]
+    Ok,
+    /// A job was registered or deregistered.
+    Job {
+        /// The job's JobModifyIndex after the command.
+        job_modify_index: u64,
+        /// The job's version after the command.
+        version: u64,
+        /// The evaluation created, if any.
+        eval_id: Option<String>,
+        /// Its create index.
+        eval_create_index: u64,
+    },
+    /// The command named something that does not exist.
+    NotFound(String),
+    /// The command conflicts with the current state (e.g. enforce index).
+    Conflict(String),
+}
+
+impl Tables {
+    /// The index at which `table` last changed (0 if never).
+    pub fn table_index(&self, table: &str) -> u64 {
+        self.table_index.get(table).copied().unwrap_or(0)
+    }
+
+    /// The largest index of several tables.
+    pub fn max_index(&self, tables: &[&str]) -> u64 {
+        tables
+            .iter()
+            .map(|t| self.table_index(t))
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn touch(&mut self, table: &str, index: u64) {
+        self.table_index.insert(table.to_string(), index);
+    }
+
+    /// Apply one command at Raft index `index`.
+    pub fn apply(&mut self, index: u64, cmd: Command) -> CommandResponse {
+        self.index = index;
+        match cmd {
+            Command::JobRegister {
+                job,
+                eval,
+                now,
+                enforce_index,
+            } => self.job_register(index, *job, eval.map(|e| *e), now, enforce_index),
+            Command::JobDeregister {
+                namespace,
+                job_id,
+                purge,
+                eval,
+                now,
+            } => self.job_deregister(index, namespace, job_id, purge, eval.map(|e| *e), now),
+            Command::NodeUpsert { nodes } => {
+                for mut node in nodes {
+                    node.create_index = self
+                        .nodes
+                        .get(&node.id)
+                        .map(|n| n.create_index)
+                        .unwrap_or(index);
+                    node.modify_index = index;
+                    self.nodes.insert(node.id.clone(), Arc::new(node));
+                }
+                self.touch(table::NODES, index);
+                CommandResponse::Ok
+            }
+            Command::EvalUpsert { evals } => {
+                for eval in evals {
+                    self.upsert_eval(index, eval);
+                }
+                CommandResponse::Ok
+            }
+            Command::AllocUpsert { allocs } => {
+                for alloc in allocs {
+                    self.upsert_alloc(index, alloc);
+                }
+                CommandResponse::Ok
+            }
+            Command::Restore { rows } => match snapshot_file::tables_from_rows(rows) {
+                Ok(mut restored) => {
+                    restored.index = index;
+                    for t in table::ALL {
+                        restored.touch(t, index);
+                    }
+                    *self = restored;
+                    CommandResponse::Ok
+                }
+                Err(e) => CommandResponse::Conflict(format!("snapshot rows are invalid: {e}")),
+            },
+        }
+    }
+
+    fn job_register(
+        &mut self,
+        index: u64,
+        mut job: Job,
+        eval: Option<Evaluation>,
+        now: i64,
+        enforce_index: Option<u64>,
+    ) -> CommandResponse {
+        let key = (job.namespace.clone(), job.id.clone());
+        let existing = self.jobs.get(&key).cloned();
+        if let Some(want) = enforce_index {
+            let have = existing.as_ref().map(|j| j.job_modify_index).unwrap_or(0);
+            if have != want {
+                return CommandResponse::Conflict(format!(
+                    "Enforcing job modify index {want}: job {} exists with conflicting job modify index: {have}",
+                    job.id
+                ));
+            }
+        }
+        let (version, job_modify_index) = match &existing {
+            Some(old) if !old.spec_changed(&job) => (old.version, old.job_modify_index),
+            _ => {
+                job.version = existing.as_ref().map(|o| o.version + 1).unwrap_or(0);
+                job.create_index = existing.as_ref().map(|o| o.create_index).unwrap_or(index);
+                job.modify_index = index;
+                job.job_modify_index = index;
+                job.submit_time = now;
+                job.stable = false;
+                job.status = if job.stop {
+                    "dead".to_string()
+                } else {
+                    "pending".to_string()
+                };
+                let version = job.version;
+                self.put_job_version(index, job);
+                (version, index)
+            }
+        };
+        let (eval_id, eval_create_index) = self.create_eval(index, eval, job_modify_index);
+        CommandResponse::Job {
+            job_modify_index,
+            version,
+            eval_id,
+            eval_create_index,
+        }
+    }
+
+    fn put_job_version(&mut self, index: u64, job: Job) {
+        let key = (job.namespace.clone(), job.id.clone());
+        let job = Arc::new(job);
+        self.jobs.insert(key.clone(), job.clone());
+        self.job_versions
+            .insert((key.0.clone(), key.1.clone(), job.version), job.clone());
+        // Keep only the newest tracked versions.
+        let versions: Vec<u64> = self
+            .job_versions
+            .range((key.0.clone(), key.1.clone(), 0)..=(key.0.clone(), key.1.clone(), u64::MAX))
+            .map(|((_, _, v), _)| *v)
+            .collect();
+        if versions.len() > JOB_TRACKED_VERSIONS {
+            for v in &versions[..versions.len() - JOB_TRACKED_VERSIONS] {
+                self.job_versions
+                    .remove(&(key.0.clone(), key.1.clone(), *v));
+            }
+        }
+        let mut summary = self
+            .job_summaries
+            .get(&key)
+            .map(|s| (**s).clone())
+            .unwrap_or_else(|| JobSummary {
+                job_id: key.1.clone(),
+                namespace: key.0.clone(),
+                create_index: index,
+                ..Default::default()
+            });
+        for tg in &job.task_groups {
+            summary.summary.entry(tg.name.clone()).or_default();
+        }
+        summary.modify_index = index;
+        self.job_summaries.insert(key, Arc::new(summary));
+        self.touch(table::JOBS, index);
+    }
+
+    fn create_eval(
+        &mut self,
+        index: u64,
+        eval: Option<Evaluation>,
+        job_modify_index: u64,
+    ) -> (Option<String>, u64) {
+        match eval {
+            Some(mut eval) => {
+                eval.job_modify_index = job_modify_index;
+                let id = eval.id.clone();
+                self.upsert_eval(index, eval);
+                (Some(id), index)
+            }
+            None => (None, 0),
+        }
+    }
+
+    fn job_deregister(
+        &mut self,
+        index: u64,
+        namespace: String,
+        job_id: String,
+        purge: bool,
+        eval: Option<Evaluation>,
+        now: i64,
+    ) -> CommandResponse {
+        let key = (namespace, job_id);
+        let Some(existing) = self.jobs.get(&key).cloned() else {
+            return CommandResponse::NotFound(format!("job not found: {}", key.1));
+        };
+        let (version, job_modify_index) = if purge {
+            self.jobs.remove(&key);
+            self.job_summaries.remove(&key);
+            let versions: Vec<_> = self
+                .job_versions
+                .range((key.0.clone(), key.1.clone(), 0)..=(key.0.clone(), key.1.clone(), u64::MAX))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in versions {
+                self.job_versions.remove(&k);
+            }
+            self.touch(table::JOBS, index);
+            (existing.version, index)
+        } else if existing.stop {
+            (existing.version, existing.job_modify_index)
+        } else {
+            let mut job = (*existing).clone();
+            job.stop = true;
+            job.version = existing.version + 1;
+            job.modify_index = index;
+            job.job_modify_index = index;
+            job.submit_time = now;
+            job.stable = false;
+            job.status = "dead".to_string();
+            self.put_job_version(index, job);
+            (existing.version + 1, index)
+        };
+        let (eval_id, eval_create_index) = self.create_eval(index, eval, job_modify_index);
+        CommandResponse::Job {
+            job_modify_index,
+            version,
+            eval_id,
+            eval_create_index,
+        }
+    }
+
+    fn upsert_eval(&mut self, index: u64, mut eval: Evaluation) {
+        eval.create_index = self
+            .evals
+            .get(&eval.id)
+            .map(|e| e.create_index)
+            .unwrap_or(index);
+        eval.modify_index = index;
+        self.evals_by_job.insert(
+            (eval.namespace.clone(), eval.job_id.clone(), eval.id.clone()),
+            (),
+        );
+        self.evals.insert(eval.id.clone(), Arc::new(eval));
+        self.touch(table::EVALS, index);
+    }
+
+    fn upsert_alloc(&mut self, index: u64, mut alloc: Allocation) {
+        if let Some(old) = self.allocs.get(&alloc.id) {
+            alloc.create_index = old.create_index;
+            if old.node_id != alloc.node_id {
+                self.allocs_by_node
+                    .remove(&(old.node_id.clone(), old.id.clone()));
+            }
+        } else {
+            alloc.create_index = index;
+        }
+        alloc.modify_index = index;
+        alloc.alloc_modify_index = index;
+        self.allocs_by_job.insert(
+            (
+                alloc.namespace.clone(),
+                alloc.job_id.clone(),
+                alloc.id.clone(),
+            ),
+            (),
+        );
+        self.allocs_by_node
+            .insert((alloc.node_id.clone(), alloc.id.clone()), ());
+        self.allocs.insert(alloc.id.clone(), Arc::new(alloc));
+        self.touch(table::ALLOCS, index);
+    }
+
+    /// A job by namespace and id.
+    pub fn job(&self, namespace: &str, id: &str) -> Option<Arc<Job>> {
+        self.jobs
+            .get(&(namespace.to_string(), id.to_string()))
+            .cloned()
+    }
+
+    /// Tracked versions of a job, newest first.
+    pub fn job_versions(&self, namespace: &str, id: &str) -> Vec<Arc<Job>> {
+        let (ns, id) = (namespace.to_string(), id.to_string());
+        let mut v: Vec<_> = self
+            .job_versions
+            .range((ns.clone(), id.clone(), 0)..=(ns, id, u64::MAX))
+            .map(|(_, j)| j.clone())
+            .collect();
+        v.reverse();
+        v
+    }
+
+    /// Evaluations of a job.
+    pub fn evals_by_job(&self, namespace: &str, job_id: &str) -> Vec<Arc<Evaluation>> {
+        let (ns, job) = (namespace.to_string(), job_id.to_string());
+        self.evals_by_job
+            .range((ns.clone(), job.clone(), String::new())..)
+            .take_while(|((n, j, _), _)| *n == ns && *j == job)
+            .filter_map(|((_, _, id), _)| self.evals.get(id).cloned())
+            .collect()
+    }
+
+    /// Allocations of a job.
+    pub fn allocs_by_job(&self, namespace: &str, job_id: &str) -> Vec<Arc<Allocation>> {
+        let (ns, job) = (namespace.to_string(), job_id.to_string());
+        self.allocs_by_job
+            .range((ns.clone(), job.clone(), String::new())..)
+            .take_while(|((n, j, _), _)| *n == ns && *j == job)
+            .filter_map(|((_, _, id), _)| self.allocs.get(id).cloned())
+            .collect()
+    }
+
+    /// Allocations placed on a node.
+    pub fn allocs_by_node(&self, node_id: &str) -> Vec<Arc<Allocation>> {
+        let node = node_id.to_string();
+        self.allocs_by_node
+            .range((node.clone(), String::new())..)
+            .take_while(|((n, _), _)| *n == node)
+            .filter_map(|((_, id), _)| self.allocs.get(id).cloned())
+            .collect()
+    }
+
+    /// Allocations created by an evaluation.
+    pub fn allocs_by_eval(&self, eval_id: &str) -> Vec<Arc<Allocation>> {
+        match self.evals.get(eval_id) {
+            None => Vec::new(),
+            Some(eval) => self
+                .allocs_by_job(&eval.namespace, &eval.job_id)
+                .into_iter()
+                .filter(|a| a.eval_id == eval_id)
+                .collect(),
+        }
+    }
+}
+
+/// The live state: the latest snapshot plus a way to wait for newer ones.
+#[derive(Clone)]
+pub struct StateStore {
+    tx: Arc<watch::Sender<Arc<Tables>>>,
+}
+
+impl Default for StateStore {
+    fn default() -> Self {
+        Self::new(Tables::default())
+    }
+}
+
+impl StateStore {
+    /// A store that starts from `tables`.
+    pub fn new(tables: Tables) -> Self {
+        let (tx, _) = watch::channel(Arc::new(tables));
+        Self { tx: Arc::new(tx) }
+    }
+
+    /// The latest consistent snapshot.
+    pub fn snapshot(&self) -> Arc<Tables> {
+        self.tx.borrow().clone()
+    }
+
+    /// Publish a new version of the tables.
+    pub fn publish(&self, tables: Tables) {
+        self.tx.send_replace(Arc::new(tables));
+    }
+
+    /// Wait until the last applied index reaches `index`, at most `timeout`.
+    /// Returns whether it did.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut rx = self.tx.subscribe();
+        let reached = tokio::time::timeout(timeout, async {
+            rx.wait_for(|t| t.index >= index).await.is_ok()
+        })
+        .await;
+        matches!(reached, Ok(true))
+    }
+
+    /// A blocking query: wait until any of `tables` changed after `min_index`
+    /// (or the state was replaced by a restore), at most `wait`. Returns the
+    /// snapshot to answer from.
+    pub async fn wait_for_change(
+        &self,
+        tables: &[&str],
+        min_index: u64,
+        wait: Duration,
+    ) -> Arc<Tables> {
+        let mut rx = self.tx.subscribe();
+        let changed = tokio::time::timeout(wait, async {
+            rx.wait_for(|t| t.max_index(tables) > min_index)
+                .await
+                .map(|t| t.clone())
+        })
+        .await;
+        match changed {
+            Ok(Ok(t)) => t,
+            _ => self.snapshot(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
