@@ -98,3 +98,6 @@ impl RaftTuning {
         Duration::from_millis(self.election_timeout_max_ms)
     }
 }
+
+#[cfg(test)]
+mod tests;

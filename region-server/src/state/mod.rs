@@ -531,4 +531,4 @@ impl StateStore {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,1 +1,267 @@
+//! Unit and property tests of the state tables.
 
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proto::model::{Allocation, Evaluation, Job, Task, TaskGroup};
+
+use super::snapshot_file::{tables_from_rows, tables_to_rows};
+use super::*;
+
+/// A valid, canonicalized job with one group and task.
+pub(crate) fn job(id: &str) -> Job {
+    let mut j = Job {
+        id: id.to_string(),
+        task_groups: vec![TaskGroup {
+            name: "g".into(),
+            count: 1,
+            tasks: vec![Task {
+                name: "t".into(),
+                driver: "raw_exec".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    j.canonicalize();
+    j
+}
+
+fn eval(id: &str, job: &str) -> Evaluation {
+    Evaluation {
+        id: id.into(),
+        namespace: "default".into(),
+        job_id: job.into(),
+        status: "pending".into(),
+        ..Default::default()
+    }
+}
+
+fn register(t: &mut Tables, index: u64, j: Job, eval_id: &str) -> CommandResponse {
+    let e = eval(eval_id, &j.id);
+    t.apply(
+        index,
+        Command::JobRegister {
+            job: Box::new(j),
+            eval: Some(Box::new(e)),
+            now: index as i64 * 1000,
+            enforce_index: None,
+        },
+    )
+}
+
+#[test]
+fn register_versions_only_on_spec_change() {
+    let mut t = Tables::default();
+    let r1 = register(&mut t, 10, job("web"), "e1");
+    assert_eq!(
+        r1,
+        CommandResponse::Job {
+            job_modify_index: 10,
+            version: 0,
+            eval_id: Some("e1".into()),
+            eval_create_index: 10
+        }
+    );
+    // Same spec: no new version, same JobModifyIndex, but a new evaluation.
+    let r2 = register(&mut t, 11, job("web"), "e2");
+    assert!(matches!(r2, CommandResponse::Job { job_modify_index: 10, version: 0, .. }));
+    assert_eq!(t.evals_by_job("default", "web").len(), 2);
+    // Changed spec: version 1, create index kept.
+    let mut changed = job("web");
+    changed.priority = 70;
+    register(&mut t, 12, changed, "e3");
+    let j = t.job("default", "web").expect("job");
+    assert_eq!((j.version, j.create_index, j.modify_index, j.job_modify_index), (1, 10, 12, 12));
+    assert_eq!(t.job_versions("default", "web").len(), 2);
+    assert_eq!(t.table_index(table::JOBS), 12);
+    assert_eq!(t.table_index(table::EVALS), 12);
+}
+
+#[test]
+fn versions_are_capped() {
+    let mut t = Tables::default();
+    for i in 0..10u64 {
+        let mut j = job("web");
+        j.priority = 10 + i as i64;
+        register(&mut t, 100 + i, j, &format!("e{i}"));
+    }
+    let versions = t.job_versions("default", "web");
+    assert_eq!(versions.len(), JOB_TRACKED_VERSIONS);
+    assert_eq!(versions[0].version, 9, "newest first");
+    assert_eq!(versions.last().map(|j| j.version), Some(4));
+}
+
+#[test]
+fn deregister_stops_then_purge_removes() {
+    let mut t = Tables::default();
+    register(&mut t, 1, job("web"), "e1");
+    let stop = Command::JobDeregister {
+        namespace: "default".into(),
+        job_id: "web".into(),
+        purge: false,
+        eval: Some(Box::new(eval("e2", "web"))),
+        now: 7,
+    };
+    assert!(matches!(t.apply(2, stop), CommandResponse::Job { version: 1, .. }));
+    let j = t.job("default", "web").expect("still there");
+    assert!(j.stop);
+    assert_eq!(j.status, "dead");
+    let purge = Command::JobDeregister {
+        namespace: "default".into(),
+        job_id: "web".into(),
+        purge: true,
+        eval: None,
+        now: 8,
+    };
+    t.apply(3, purge.clone());
+    assert!(t.job("default", "web").is_none());
+    assert!(t.job_versions("default", "web").is_empty());
+    assert!(matches!(t.apply(4, purge), CommandResponse::NotFound(_)));
+}
+
+#[test]
+fn enforce_index_conflicts() {
+    let mut t = Tables::default();
+    register(&mut t, 5, job("web"), "e1");
+    let cmd = |idx| Command::JobRegister {
+        job: Box::new(job("web")),
+        eval: None,
+        now: 0,
+        enforce_index: Some(idx),
+    };
+    assert!(matches!(t.apply(6, cmd(4)), CommandResponse::Conflict(_)));
+    assert!(matches!(t.apply(7, cmd(5)), CommandResponse::Job { .. }));
+}
+
+#[test]
+fn alloc_indexes_follow_moves() {
+    let mut t = Tables::default();
+    let a = Allocation {
+        id: "a1".into(),
+        namespace: "default".into(),
+        job_id: "web".into(),
+        node_id: "n1".into(),
+        eval_id: "e1".into(),
+        ..Default::default()
+    };
+    t.apply(1, Command::AllocUpsert { allocs: vec![a.clone()] });
+    t.apply(1, Command::EvalUpsert { evals: vec![eval("e1", "web")] });
+    assert_eq!(t.allocs_by_node("n1").len(), 1);
+    assert_eq!(t.allocs_by_eval("e1").len(), 1);
+    let moved = Allocation {
+        node_id: "n2".into(),
+        ..a
+    };
+    t.apply(2, Command::AllocUpsert { allocs: vec![moved] });
+    assert!(t.allocs_by_node("n1").is_empty());
+    assert_eq!(t.allocs_by_node("n2").len(), 1);
+    let got = t.allocs.get("a1").expect("alloc");
+    assert_eq!((got.create_index, got.modify_index), (1, 2));
+    assert_eq!(t.allocs_by_job("default", "web").len(), 1);
+}
+
+#[tokio::test]
+async fn blocking_wait_wakes_on_change_and_times_out() {
+    let store = StateStore::default();
+    let s2 = store.clone();
+    let waiter = tokio::spawn(async move {
+        s2.wait_for_change(&[table::JOBS], 0, Duration::from_secs(10))
+            .await
+            .table_index(table::JOBS)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut t = (*store.snapshot()).clone();
+    register(&mut t, 3, job("web"), "e1");
+    store.publish(t);
+    let idx = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken")
+        .expect("task");
+    assert_eq!(idx, 3);
+    let start = std::time::Instant::now();
+    let t = store
+        .wait_for_change(&[table::JOBS], 3, Duration::from_millis(200))
+        .await;
+    assert!(start.elapsed() >= Duration::from_millis(190));
+    assert_eq!(t.table_index(table::JOBS), 3);
+    // A change to another table does not wake a jobs watcher.
+    assert!(store.wait_applied(3, Duration::from_millis(10)).await);
+    assert!(!store.wait_applied(4, Duration::from_millis(10)).await);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Register(u8, i64),
+    Stop(u8),
+    Purge(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..4, 1i64..100).prop_map(|(j, p)| Op::Register(j, p)),
+        (0u8..4).prop_map(Op::Stop),
+        (0u8..4).prop_map(Op::Purge),
+    ]
+}
+
+fn to_command(op: &Op, i: usize) -> Command {
+    match op {
+        Op::Register(j, p) => {
+            let mut jb = job(&format!("job{j}"));
+            jb.priority = *p;
+            Command::JobRegister {
+                job: Box::new(jb),
+                eval: Some(Box::new(eval(&format!("e{i}"), &format!("job{j}")))),
+                now: i as i64,
+                enforce_index: None,
+            }
+        }
+        Op::Stop(j) | Op::Purge(j) => Command::JobDeregister {
+            namespace: "default".into(),
+            job_id: format!("job{j}"),
+            purge: matches!(op, Op::Purge(_)),
+            eval: None,
+            now: i as i64,
+        },
+    }
+}
+
+fn rows_json(t: &Tables) -> Vec<(String, String, serde_json::Value)> {
+    let mut rows: Vec<_> = tables_to_rows(t)
+        .into_iter()
+        .map(|r| {
+            let v = serde_json::from_str(&r.value).expect("row json");
+            (r.kind, r.key, v)
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    rows
+}
+
+proptest! {
+    /// Applying the same commands gives the same state (followers agree with
+    /// the leader), and a snapshot's rows rebuild exactly that state.
+    #[test]
+    fn apply_is_deterministic_and_snapshots_roundtrip(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut a = Tables::default();
+        let mut b = Tables::default();
+        for (i, op) in ops.iter().enumerate() {
+            let ra = a.apply(i as u64 + 1, to_command(op, i));
+            let rb = b.apply(i as u64 + 1, to_command(op, i));
+            prop_assert_eq!(ra, rb);
+        }
+        prop_assert_eq!(rows_json(&a), rows_json(&b));
+        let rebuilt = tables_from_rows(tables_to_rows(&a)).expect("rows");
+        prop_assert_eq!(rows_json(&rebuilt), rows_json(&a));
+        prop_assert_eq!(rebuilt.evals_by_job.len(), a.evals_by_job.len());
+        // Every job's versions are bounded and its summary exists.
+        for ((ns, id), j) in a.jobs.iter() {
+            let v = a.job_versions(ns, id);
+            prop_assert!(v.len() <= JOB_TRACKED_VERSIONS);
+            prop_assert_eq!(v[0].version, j.version);
+            prop_assert!(a.job_summaries.contains_key(&(ns.clone(), id.clone())));
+        }
+    }
+}
