@@ -219,7 +219,7 @@ impl ApiState {
     fn page<T: Serialize>(
         &self,
         index: u64,
-        items: Vec<(String, T)>,
+        items: impl IntoIterator<Item = (String, T)>,
         q: &QueryOptions,
     ) -> ApiResult {
         let (page, next) = paginate(items, q);
@@ -242,24 +242,49 @@ fn ns_matches(q: &QueryOptions, ns: &str) -> bool {
 async fn list_jobs(State(s): State<ApiState>, query: Q) -> ApiResult {
     let q = s.query(query)?;
     let t = s.read(&q, &[table::JOBS]).await?;
-    let items: Vec<(String, _)> = t
-        .jobs
-        .iter()
-        .filter(|((ns, id), _)| ns_matches(&q, ns) && id.starts_with(&q.prefix))
-        .map(|((ns, id), job)| {
-            let summary = t
-                .job_summaries
+    let stub = |(ns, id): &(String, String), job: &Arc<Job>| {
+        job.stub(
+            t.job_summaries
                 .get(&(ns.clone(), id.clone()))
-                .map(|s| (**s).clone());
-            let key = if q.all_namespaces() {
-                format!("{ns}.{id}")
-            } else {
-                id.clone()
-            };
-            (key, job.stub(summary))
-        })
-        .collect();
+                .map(|s| (**s).clone()),
+        )
+    };
+    let token = q.next_token.clone().unwrap_or_default();
+    if q.all_namespaces() {
+        // Token "<namespace>.<id>" (namespaces hold no dots).
+        let start = match token.split_once('.') {
+            Some((ns, id)) => (ns.to_string(), id.to_string()),
+            None => (token.clone(), String::new()),
+        };
+        let items = t
+            .jobs
+            .range(start..)
+            .filter(|((_, id), _)| id.starts_with(&q.prefix))
+            .map(|(k, job)| (format!("{}.{}", k.0, k.1), stub(k, job)));
+        return s.page(t.table_index(table::JOBS), items, &q);
+    }
+    let from = token.max(q.prefix.clone());
+    let items = t
+        .jobs
+        .range((q.namespace.clone(), from)..)
+        .take_while(|((ns, id), _)| *ns == q.namespace && id.starts_with(&q.prefix))
+        .map(|(k, job)| (k.1.clone(), stub(k, job)));
     s.page(t.table_index(table::JOBS), items, &q)
+}
+
+/// The entries of an id-keyed table from the page token on, restricted to
+/// `?prefix`.
+fn id_range<'a, T: Clone>(
+    map: &'a imbl::OrdMap<String, Arc<T>>,
+    q: &'a QueryOptions,
+) -> impl Iterator<Item = (&'a String, &'a Arc<T>)> + 'a {
+    let from = q
+        .next_token
+        .clone()
+        .unwrap_or_default()
+        .max(q.prefix.clone());
+    map.range(from..)
+        .take_while(move |(id, _)| id.starts_with(&q.prefix))
 }
 
 async fn register_job(State(s): State<ApiState>, query: Q, body: Bytes) -> ApiResult {
@@ -495,12 +520,7 @@ async fn validate_job(State(s): State<ApiState>, query: Q, body: Bytes) -> ApiRe
 async fn list_nodes(State(s): State<ApiState>, query: Q) -> ApiResult {
     let q = s.query(query)?;
     let t = s.read(&q, &[table::NODES]).await?;
-    let items: Vec<_> = t
-        .nodes
-        .iter()
-        .filter(|(id, _)| id.starts_with(&q.prefix))
-        .map(|(id, n)| (id.clone(), n.stub()))
-        .collect();
+    let items = id_range(&t.nodes, &q).map(|(id, n)| (id.clone(), n.stub()));
     s.page(t.table_index(table::NODES), items, &q)
 }
 
@@ -542,12 +562,9 @@ async fn node_allocations(
 async fn list_allocations(State(s): State<ApiState>, query: Q) -> ApiResult {
     let q = s.query(query)?;
     let t = s.read(&q, &[table::ALLOCS]).await?;
-    let items: Vec<_> = t
-        .allocs
-        .iter()
-        .filter(|(id, a)| ns_matches(&q, &a.namespace) && id.starts_with(&q.prefix))
-        .map(|(id, a)| (id.clone(), a.stub()))
-        .collect();
+    let items = id_range(&t.allocs, &q)
+        .filter(|(_, a)| ns_matches(&q, &a.namespace))
+        .map(|(id, a)| (id.clone(), a.stub()));
     s.page(t.table_index(table::ALLOCS), items, &q)
 }
 
@@ -562,16 +579,11 @@ async fn list_evaluations(State(s): State<ApiState>, query: Q) -> ApiResult {
     let q = s.query(query)?;
     let t = s.read(&q, &[table::EVALS]).await?;
     let status = q.get("status").map(str::to_string);
-    let items: Vec<_> = t
-        .evals
-        .iter()
-        .filter(|(id, e)| {
-            ns_matches(&q, &e.namespace)
-                && id.starts_with(&q.prefix)
-                && status.as_ref().is_none_or(|st| *st == e.status)
+    let items = id_range(&t.evals, &q)
+        .filter(|(_, e)| {
+            ns_matches(&q, &e.namespace) && status.as_ref().is_none_or(|st| *st == e.status)
         })
-        .map(|(id, e)| (id.clone(), (**e).clone()))
-        .collect();
+        .map(|(id, e)| (id.clone(), (**e).clone()));
     s.page(t.table_index(table::EVALS), items, &q)
 }
 

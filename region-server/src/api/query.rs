@@ -167,13 +167,16 @@ impl QueryOptions {
     }
 }
 
-/// One page of a sorted listing, and the token of the next page.
-pub fn paginate<T>(items: Vec<(String, T)>, q: &QueryOptions) -> (Vec<T>, Option<String>) {
-    let start = match &q.next_token {
-        Some(tok) => items.partition_point(|(k, _)| k < tok),
-        None => 0,
-    };
-    let mut it = items.into_iter().skip(start);
+/// One page of a listing sorted by key, and the token of the next page.
+///
+/// `items` is consumed lazily: callers pass an iterator already positioned
+/// at the token (a range of the table), so a page costs O(page), not O(table).
+pub fn paginate<T>(
+    items: impl IntoIterator<Item = (String, T)>,
+    q: &QueryOptions,
+) -> (Vec<T>, Option<String>) {
+    let token = q.next_token.clone().unwrap_or_default();
+    let mut it = items.into_iter().skip_while(|(k, _)| *k < token);
     match q.per_page {
         None => (it.map(|(_, v)| v).collect(), None),
         Some(n) => {

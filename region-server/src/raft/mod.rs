@@ -45,6 +45,14 @@ pub type LogId = openraft::LogId<NodeId>;
 pub type StorageError = openraft::StorageError<NodeId>;
 
 /// Raft timing and log retention, tuned for servers of one region.
+///
+/// openraft 0.9 gives the leader a lease equal to `election_timeout_max`: a
+/// follower that heard from a leader within the lease refuses to vote for
+/// anyone else, so a rejoining or briefly partitioned server cannot depose a
+/// healthy leader. A follower that knew a leader therefore starts an election
+/// only after `lease + random(min, max)` without heartbeats. The defaults
+/// (200-400 ms) make that window 600-800 ms (plus up to one 150 ms tick), so
+/// writes resume within about a second of losing the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftTuning {
@@ -52,10 +60,8 @@ pub struct RaftTuning {
     pub heartbeat_ms: u64,
     /// Lower bound of the randomized election timeout, milliseconds.
     pub election_timeout_min_ms: u64,
-    /// Upper bound of the randomized election timeout, milliseconds. Also the
-    /// leader lease: a follower that heard from a leader within this time
-    /// refuses to vote for anyone else, so a rejoining server cannot depose a
-    /// healthy leader.
+    /// Upper bound of the randomized election timeout, milliseconds; also
+    /// the leader lease.
     pub election_timeout_max_ms: u64,
     /// Take a snapshot after this many log entries since the last one.
     pub snapshot_threshold: u64,
@@ -67,8 +73,8 @@ impl Default for RaftTuning {
     fn default() -> Self {
         Self {
             heartbeat_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
             snapshot_threshold: 8192,
             trailing_logs: 2048,
         }
@@ -93,9 +99,10 @@ impl RaftTuning {
         cfg.validate().map_err(Box::new)
     }
 
-    /// The longest a follower waits before it starts an election.
-    pub fn election_timeout_max(&self) -> Duration {
-        Duration::from_millis(self.election_timeout_max_ms)
+    /// The longest a follower that knew a leader waits before it starts an
+    /// election: the lease plus the largest election timeout.
+    pub fn failover_window(&self) -> Duration {
+        Duration::from_millis(2 * self.election_timeout_max_ms)
     }
 }
 

@@ -15,7 +15,9 @@ use crate::state::StateStore;
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, Arc<tempfile::TempDir>> for Builder {
-    async fn build(&self) -> Result<(Arc<tempfile::TempDir>, LogStore, StateMachine), StorageError> {
+    async fn build(
+        &self,
+    ) -> Result<(Arc<tempfile::TempDir>, LogStore, StateMachine), StorageError> {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let log = LogStore::open(&dir.path().join("raft.db"))
             .await
@@ -28,8 +30,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, Arc<tempfile::TempDir>> fo
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError> {
-    Suite::test_all(Builder)
+fn openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(Builder) {
+        panic!("openraft storage suite: {e}");
+    }
 }
 
 fn blank(term: u64, index: u64) -> Entry<TypeConfig> {
@@ -55,24 +59,37 @@ async fn log_vote_and_purge_survive_reopen() {
         append(&mut store, (1..=10).map(|i| blank(1, i)).collect()).await;
         store.truncate(log_id(1, 1, 9)).await.expect("truncate");
         store.purge(log_id(1, 1, 3)).await.expect("purge");
-        store.save_committed(Some(log_id(1, 1, 8))).await.expect("committed");
+        store
+            .save_committed(Some(log_id(1, 1, 8)))
+            .await
+            .expect("committed");
     }
     let mut store = LogStore::open(&path).await.expect("reopen");
-    assert_eq!(store.read_vote().await.expect("read vote"), Some(Vote::new(3, 7)));
+    assert_eq!(
+        store.read_vote().await.expect("read vote"),
+        Some(Vote::new(3, 7))
+    );
     let state = store.get_log_state().await.expect("log state");
     assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 3)));
     assert_eq!(state.last_log_id, Some(log_id(1, 1, 8)));
     let entries = store.try_get_log_entries(0..100).await.expect("entries");
     let idx: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
     assert_eq!(idx, vec![4, 5, 6, 7, 8]);
-    assert_eq!(store.read_committed().await.expect("committed"), Some(log_id(1, 1, 8)));
+    assert_eq!(
+        store.read_committed().await.expect("committed"),
+        Some(log_id(1, 1, 8))
+    );
 }
 
 #[tokio::test]
 async fn corrupt_log_file_refuses_to_open() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("raft.db");
-    std::fs::write(&path, b"this is not an sqlite database, it is garbage ".repeat(200)).expect("write");
+    std::fs::write(
+        &path,
+        b"this is not an sqlite database, it is garbage ".repeat(200),
+    )
+    .expect("write");
     let err = match LogStore::open(&path).await {
         Ok(_) => panic!("a garbage file must not open"),
         Err(e) => e.to_string(),
@@ -85,7 +102,9 @@ async fn state_machine_snapshot_roundtrip() {
     use openraft::RaftSnapshotBuilder;
     let dir = tempfile::tempdir().expect("temp dir");
     let store = StateStore::default();
-    let mut sm = StateMachine::open(dir.path(), store.clone()).await.expect("open");
+    let mut sm = StateMachine::open(dir.path(), store.clone())
+        .await
+        .expect("open");
     let job = crate::state::tests::job("web");
     let entry = Entry {
         log_id: log_id(1, 1, 1),
@@ -104,15 +123,24 @@ async fn state_machine_snapshot_roundtrip() {
     // Install it into a fresh machine, as a lagging follower would.
     let dir2 = tempfile::tempdir().expect("temp dir");
     let store2 = StateStore::default();
-    let mut sm2 = StateMachine::open(dir2.path(), store2.clone()).await.expect("open");
-    sm2.install_snapshot(&snap.meta, snap.snapshot).await.expect("install");
+    let mut sm2 = StateMachine::open(dir2.path(), store2.clone())
+        .await
+        .expect("open");
+    sm2.install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .expect("install");
     let (applied, _) = sm2.applied_state().await.expect("applied");
     assert_eq!(applied, Some(log_id(1, 1, 1)));
-    assert_eq!(store2.snapshot().job("default", "web").map(|j| j.version), Some(0));
+    assert_eq!(
+        store2.snapshot().job("default", "web").map(|j| j.version),
+        Some(0)
+    );
 
     // And reopening loads the snapshot from disk.
     let store3 = StateStore::default();
-    let mut sm3 = StateMachine::open(dir2.path(), store3.clone()).await.expect("reopen");
+    let mut sm3 = StateMachine::open(dir2.path(), store3.clone())
+        .await
+        .expect("reopen");
     let (applied, _) = sm3.applied_state().await.expect("applied");
     assert_eq!(applied, Some(log_id(1, 1, 1)));
     assert!(store3.snapshot().job("default", "web").is_some());

@@ -66,14 +66,29 @@ fn register_versions_only_on_spec_change() {
     );
     // Same spec: no new version, same JobModifyIndex, but a new evaluation.
     let r2 = register(&mut t, 11, job("web"), "e2");
-    assert!(matches!(r2, CommandResponse::Job { job_modify_index: 10, version: 0, .. }));
+    assert!(matches!(
+        r2,
+        CommandResponse::Job {
+            job_modify_index: 10,
+            version: 0,
+            ..
+        }
+    ));
     assert_eq!(t.evals_by_job("default", "web").len(), 2);
     // Changed spec: version 1, create index kept.
     let mut changed = job("web");
     changed.priority = 70;
     register(&mut t, 12, changed, "e3");
     let j = t.job("default", "web").expect("job");
-    assert_eq!((j.version, j.create_index, j.modify_index, j.job_modify_index), (1, 10, 12, 12));
+    assert_eq!(
+        (
+            j.version,
+            j.create_index,
+            j.modify_index,
+            j.job_modify_index
+        ),
+        (1, 10, 12, 12)
+    );
     assert_eq!(t.job_versions("default", "web").len(), 2);
     assert_eq!(t.table_index(table::JOBS), 12);
     assert_eq!(t.table_index(table::EVALS), 12);
@@ -104,7 +119,10 @@ fn deregister_stops_then_purge_removes() {
         eval: Some(Box::new(eval("e2", "web"))),
         now: 7,
     };
-    assert!(matches!(t.apply(2, stop), CommandResponse::Job { version: 1, .. }));
+    assert!(matches!(
+        t.apply(2, stop),
+        CommandResponse::Job { version: 1, .. }
+    ));
     let j = t.job("default", "web").expect("still there");
     assert!(j.stop);
     assert_eq!(j.status, "dead");
@@ -146,15 +164,30 @@ fn alloc_indexes_follow_moves() {
         eval_id: "e1".into(),
         ..Default::default()
     };
-    t.apply(1, Command::AllocUpsert { allocs: vec![a.clone()] });
-    t.apply(1, Command::EvalUpsert { evals: vec![eval("e1", "web")] });
+    t.apply(
+        1,
+        Command::AllocUpsert {
+            allocs: vec![a.clone()],
+        },
+    );
+    t.apply(
+        1,
+        Command::EvalUpsert {
+            evals: vec![eval("e1", "web")],
+        },
+    );
     assert_eq!(t.allocs_by_node("n1").len(), 1);
     assert_eq!(t.allocs_by_eval("e1").len(), 1);
     let moved = Allocation {
         node_id: "n2".into(),
         ..a
     };
-    t.apply(2, Command::AllocUpsert { allocs: vec![moved] });
+    t.apply(
+        2,
+        Command::AllocUpsert {
+            allocs: vec![moved],
+        },
+    );
     assert!(t.allocs_by_node("n1").is_empty());
     assert_eq!(t.allocs_by_node("n2").len(), 1);
     let got = t.allocs.get("a1").expect("alloc");
