@@ -9,8 +9,10 @@
 
 pub mod api;
 pub mod config;
+pub mod leader;
 pub mod metrics;
 pub mod raft;
+pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod state;

@@ -53,12 +53,17 @@ pub struct Tables {
     pub evals: OrdMap<String, Arc<Evaluation>>,
     /// Index: (namespace, job id, eval id).
     pub evals_by_job: OrdMap<(String, String, String), ()>,
+    /// Index: (modify index, eval id), so the leader finds new and changed
+    /// evaluations without scanning them all.
+    pub evals_by_modify: OrdMap<(u64, String), ()>,
     /// Allocations by id.
     pub allocs: OrdMap<String, Arc<Allocation>>,
     /// Index: (namespace, job id, alloc id).
     pub allocs_by_job: OrdMap<(String, String, String), ()>,
     /// Index: (node id, alloc id).
     pub allocs_by_node: OrdMap<(String, String), ()>,
+    /// Index: (modify index, alloc id).
+    pub allocs_by_modify: OrdMap<(u64, String), ()>,
     /// Nodes by id.
     pub nodes: OrdMap<String, Arc<Node>>,
     /// Deployments by id.
@@ -109,6 +114,16 @@ pub enum Command {
     AllocUpsert {
         /// The allocations.
         allocs: Vec<Allocation>,
+    },
+    /// The results of scheduler plans the leader's plan applier accepted,
+    /// committed together in one entry.
+    PlanResults {
+        /// New, updated and stopped allocations.
+        allocs: Vec<Allocation>,
+        /// Evaluation updates, blocked and follow-up evaluations.
+        evals: Vec<Evaluation>,
+        /// Created or updated deployments.
+        deployments: Vec<Deployment>,
     },
     /// Replace the whole state with a restored snapshot.
     Restore {
@@ -198,6 +213,29 @@ impl Tables {
             Command::AllocUpsert { allocs } => {
                 for alloc in allocs {
                     self.upsert_alloc(index, alloc);
+                }
+                CommandResponse::Ok
+            }
+            Command::PlanResults {
+                allocs,
+                evals,
+                deployments,
+            } => {
+                for alloc in allocs {
+                    self.upsert_alloc(index, alloc);
+                }
+                for eval in evals {
+                    self.upsert_eval(index, eval);
+                }
+                for mut d in deployments {
+                    d.create_index = self
+                        .deployments
+                        .get(&d.id)
+                        .map(|o| o.create_index)
+                        .unwrap_or(index);
+                    d.modify_index = index;
+                    self.deployments.insert(d.id.clone(), Arc::new(d));
+                    self.touch(table::DEPLOYMENTS, index);
                 }
                 CommandResponse::Ok
             }
@@ -365,12 +403,15 @@ impl Tables {
     }
 
     fn upsert_eval(&mut self, index: u64, mut eval: Evaluation) {
-        eval.create_index = self
-            .evals
-            .get(&eval.id)
-            .map(|e| e.create_index)
-            .unwrap_or(index);
+        match self.evals.get(&eval.id) {
+            Some(old) => {
+                eval.create_index = old.create_index;
+                self.evals_by_modify.remove(&(old.modify_index, old.id.clone()));
+            }
+            None => eval.create_index = index,
+        }
         eval.modify_index = index;
+        self.evals_by_modify.insert((index, eval.id.clone()), ());
         self.evals_by_job.insert(
             (eval.namespace.clone(), eval.job_id.clone(), eval.id.clone()),
             (),
@@ -380,8 +421,10 @@ impl Tables {
     }
 
     fn upsert_alloc(&mut self, index: u64, mut alloc: Allocation) {
-        if let Some(old) = self.allocs.get(&alloc.id) {
+        let old = self.allocs.get(&alloc.id).cloned();
+        if let Some(old) = &old {
             alloc.create_index = old.create_index;
+            self.allocs_by_modify.remove(&(old.modify_index, old.id.clone()));
             if old.node_id != alloc.node_id {
                 self.allocs_by_node
                     .remove(&(old.node_id.clone(), old.id.clone()));
@@ -389,8 +432,10 @@ impl Tables {
         } else {
             alloc.create_index = index;
         }
+        self.count_alloc(index, old.as_deref(), &alloc);
         alloc.modify_index = index;
         alloc.alloc_modify_index = index;
+        self.allocs_by_modify.insert((index, alloc.id.clone()), ());
         self.allocs_by_job.insert(
             (
                 alloc.namespace.clone(),
@@ -403,6 +448,54 @@ impl Tables {
             .insert((alloc.node_id.clone(), alloc.id.clone()), ());
         self.allocs.insert(alloc.id.clone(), Arc::new(alloc));
         self.touch(table::ALLOCS, index);
+    }
+
+    /// Keep the job summary's per-group counts in step with an allocation's
+    /// client status.
+    fn count_alloc(&mut self, index: u64, old: Option<&Allocation>, new: &Allocation) {
+        let key = (new.namespace.clone(), new.job_id.clone());
+        let Some(summary) = self.job_summaries.get(&key) else {
+            return;
+        };
+        let mut summary = (**summary).clone();
+        let bucket = |s: &mut proto::model::TaskGroupSummary, status: &str, delta: i64| {
+            let field = match status {
+                "pending" => &mut s.starting,
+                "running" => &mut s.running,
+                "complete" => &mut s.complete,
+                "failed" => &mut s.failed,
+                "lost" => &mut s.lost,
+                "unknown" => &mut s.unknown,
+                _ => return,
+            };
+            *field = (*field + delta).max(0);
+        };
+        if let Some(old) = old {
+            if let Some(g) = summary.summary.get_mut(&old.task_group) {
+                bucket(g, &old.client_status, -1);
+            }
+        }
+        bucket(
+            summary.summary.entry(new.task_group.clone()).or_default(),
+            &new.client_status,
+            1,
+        );
+        summary.modify_index = index;
+        self.job_summaries.insert(key, Arc::new(summary));
+    }
+
+    /// Evaluations created or changed after `index`, oldest change first.
+    pub fn evals_changed_after(&self, index: u64) -> impl Iterator<Item = &Arc<Evaluation>> + '_ {
+        self.evals_by_modify
+            .range((index + 1, String::new())..)
+            .filter_map(|((_, id), _)| self.evals.get(id))
+    }
+
+    /// Allocations created or changed after `index`.
+    pub fn allocs_changed_after(&self, index: u64) -> impl Iterator<Item = &Arc<Allocation>> + '_ {
+        self.allocs_by_modify
+            .range((index + 1, String::new())..)
+            .filter_map(|((_, id), _)| self.allocs.get(id))
     }
 
     /// A job by namespace and id.

@@ -157,6 +157,7 @@ pub fn tables_from_rows(rows: Vec<Row>) -> Result<Tables, SnapshotError> {
                 let e: proto::model::Evaluation = decode(&row)?;
                 t.evals_by_job
                     .insert((e.namespace.clone(), e.job_id.clone(), e.id.clone()), ());
+                t.evals_by_modify.insert((e.modify_index, e.id.clone()), ());
                 t.evals.insert(e.id.clone(), Arc::new(e));
             }
             "alloc" => {

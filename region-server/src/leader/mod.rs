@@ -1,0 +1,3 @@
+//! What only the leader runs.
+
+pub mod broker;
