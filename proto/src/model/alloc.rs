@@ -340,7 +340,7 @@ pub struct AllocatedTaskResources {
     #[serde(deserialize_with = "null_default_vec")]
     pub networks: Vec<NetworkResource>,
     /// Devices (kept verbatim).
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "null_default_vec")]
     pub devices: Vec<Value>,
 }
 
@@ -352,7 +352,7 @@ pub struct AllocatedCpuResources {
     #[serde(deserialize_with = "null_default")]
     pub cpu_shares: i64,
     /// IDs of the cores reserved for the task.
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "null_default_vec")]
     pub reserved_cores: Vec<u32>,
 }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::constants::{EVAL_STATUS_CANCELED, EVAL_STATUS_COMPLETE, EVAL_STATUS_FAILED};
-use super::de::{null_default, null_default_map};
+use super::de::{null_default, null_default_map, null_default_vec};
 
 /// An evaluation, as `GET /v1/evaluation/:id` (and `GET /v1/evaluations`)
 /// returns it.
@@ -65,7 +65,7 @@ pub struct Evaluation {
     #[serde(deserialize_with = "null_default")]
     pub blocked_eval: String,
     /// Related evaluations (kept verbatim).
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "null_default_vec")]
     pub related_evals: Vec<Value>,
     /// Placement failure metrics per group (kept verbatim).
     #[serde(rename = "FailedTGAllocs", deserialize_with = "null_default_map")]

@@ -56,7 +56,7 @@ pub struct TaskGroup {
     #[serde(deserialize_with = "null_default_vec")]
     pub networks: Vec<NetworkResource>,
     /// Service registrations (kept verbatim).
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "null_default_vec")]
     pub services: Vec<Value>,
     /// Free-form metadata.
     #[serde(deserialize_with = "null_default_map")]

@@ -31,6 +31,7 @@ mod job;
 mod node;
 mod placement;
 mod task;
+pub mod time;
 mod validate;
 
 pub use alloc::{

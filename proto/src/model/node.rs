@@ -261,7 +261,7 @@ pub struct NodeResources {
     #[serde(deserialize_with = "null_default_vec")]
     pub networks: Vec<NetworkResource>,
     /// Devices (kept verbatim).
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "null_default_vec")]
     pub devices: Vec<Value>,
     /// Lowest port of the dynamic port range; 0 for Nomad's default.
     #[serde(deserialize_with = "null_default")]
@@ -282,7 +282,7 @@ pub struct NodeCpuResources {
     #[serde(deserialize_with = "null_default")]
     pub total_cpu_cores: i64,
     /// IDs of the cores tasks may reserve.
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "null_default_vec")]
     pub reservable_cpu_cores: Vec<u32>,
 }
 
@@ -330,7 +330,7 @@ pub struct NodeReservedCpuResources {
     #[serde(deserialize_with = "null_default")]
     pub cpu_shares: i64,
     /// IDs of reserved cores.
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "null_default_vec")]
     pub reserved_cpu_cores: Vec<u32>,
 }
 

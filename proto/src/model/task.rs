@@ -35,7 +35,7 @@ pub struct Task {
     #[serde(deserialize_with = "null_default_vec")]
     pub affinities: Vec<Affinity>,
     /// Service registrations (kept verbatim).
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "null_default_vec")]
     pub services: Vec<Value>,
     /// Resources the task asks for.
     #[serde(deserialize_with = "null_default")]
@@ -56,13 +56,13 @@ pub struct Task {
     #[serde(deserialize_with = "null_default")]
     pub log_config: LogConfig,
     /// Artifacts downloaded before the task starts (kept verbatim).
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "null_default_vec")]
     pub artifacts: Vec<Value>,
     /// Templates rendered before the task starts (kept verbatim).
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "null_default_vec")]
     pub templates: Vec<Value>,
     /// Volume mounts (kept verbatim).
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "null_default_vec")]
     pub volume_mounts: Vec<Value>,
     /// Vault integration (kept verbatim).
     pub vault: Option<Value>,
@@ -133,7 +133,7 @@ pub struct Resources {
     #[serde(deserialize_with = "null_default_vec")]
     pub networks: Vec<NetworkResource>,
     /// Device requests (kept verbatim).
-    #[serde(deserialize_with = "null_default")]
+    #[serde(deserialize_with = "null_default_vec")]
     pub devices: Vec<Value>,
 }
 

@@ -9,13 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use super::constants::{
     AFFINITY_OPERANDS, CONSTRAINT_ATTRIBUTE_IS_NOT_SET, CONSTRAINT_ATTRIBUTE_IS_SET,
-    CONSTRAINT_DISTINCT_HOSTS, CONSTRAINT_DISTINCT_PROPERTY, CONSTRAINT_OPERANDS, CONSTRAINT_REGEX,
-    HEALTH_CHECK_CHECKS, HEALTH_CHECK_MANUAL, HEALTH_CHECK_TASK_STATES, JOB_MAX_PRIORITY,
-    JOB_MIN_PRIORITY, JOB_TYPES, JOB_TYPE_BATCH, JOB_TYPE_SYSBATCH, JOB_TYPE_SYSTEM,
-    LIFECYCLE_HOOK_POSTSTART, LIFECYCLE_HOOK_POSTSTOP, LIFECYCLE_HOOK_PRESTART, MIN_TASK_CPU,
-    MIN_TASK_MEMORY_MB, MULTIREGION_ON_FAILURE_DEFAULT, MULTIREGION_ON_FAILURE_FAIL_ALL,
-    MULTIREGION_ON_FAILURE_FAIL_LOCAL, RESCHEDULE_DELAY_CONSTANT, RESCHEDULE_DELAY_EXPONENTIAL,
-    RESCHEDULE_DELAY_FIBONACCI, RESTART_MODE_DELAY, RESTART_MODE_FAIL, SECOND,
+    CONSTRAINT_DISTINCT_HOSTS, CONSTRAINT_DISTINCT_PROPERTY, CONSTRAINT_EQUAL, CONSTRAINT_OPERANDS,
+    CONSTRAINT_REGEX, HEALTH_CHECK_CHECKS, HEALTH_CHECK_MANUAL, HEALTH_CHECK_TASK_STATES,
+    JOB_MAX_PRIORITY, JOB_MIN_PRIORITY, JOB_TYPES, JOB_TYPE_BATCH, JOB_TYPE_SERVICE,
+    JOB_TYPE_SYSBATCH, JOB_TYPE_SYSTEM, LIFECYCLE_HOOK_POSTSTART, LIFECYCLE_HOOK_POSTSTOP,
+    LIFECYCLE_HOOK_PRESTART, MIN_TASK_CPU, MIN_TASK_MEMORY_MB, MULTIREGION_ON_FAILURE_DEFAULT,
+    MULTIREGION_ON_FAILURE_FAIL_ALL, MULTIREGION_ON_FAILURE_FAIL_LOCAL, RESCHEDULE_DELAY_CONSTANT,
+    RESCHEDULE_DELAY_EXPONENTIAL, RESCHEDULE_DELAY_FIBONACCI, RESTART_MODE_DELAY,
+    RESTART_MODE_FAIL, SECOND,
 };
 use super::duration::format_duration;
 use super::group::{MigrateStrategy, ReschedulePolicy, RestartPolicy, TaskGroup, UpdateStrategy};
@@ -27,6 +28,8 @@ use super::task::{NetworkResource, Port, Resources, Task};
 const MIN_RESTART_INTERVAL: i64 = 5 * SECOND;
 /// Shortest reschedule delay Nomad accepts.
 const MIN_RESCHEDULE_DELAY: i64 = 5 * SECOND;
+/// Shortest reschedule interval Nomad accepts for limited rescheduling.
+const MIN_RESCHEDULE_INTERVAL: i64 = 15 * SECOND;
 /// Smallest ephemeral disk Nomad accepts, in MB.
 const MIN_EPHEMERAL_DISK_MB: i64 = 10;
 /// Highest valid port number.
@@ -188,8 +191,8 @@ fn index(prefix: &str, field: &str, index: usize) -> String {
     format!("{}[{index}]", join(prefix, field))
 }
 
-fn is_system_like(job_type: &str) -> bool {
-    job_type == JOB_TYPE_SYSTEM || job_type == JOB_TYPE_SYSBATCH
+fn is_batch_like(job_type: &str) -> bool {
+    job_type == JOB_TYPE_BATCH || job_type == JOB_TYPE_SYSBATCH
 }
 
 fn validate_job(job: &Job, errors: &mut ValidationErrors) {
@@ -201,13 +204,10 @@ fn validate_job(job: &Job, errors: &mut ValidationErrors) {
     }
     if job.id.is_empty() {
         errors.push("ID", "required");
-    } else {
-        if job.id.contains(' ') {
-            errors.push("ID", "contains a space");
-        }
-        if job.id.contains('\0') {
-            errors.push("ID", "contains a null character");
-        }
+    } else if job.id.contains(' ') {
+        errors.push("ID", "contains a space");
+    } else if job.id.contains('\0') {
+        errors.push("ID", "contains a null character");
     }
     if job.name.is_empty() {
         errors.push("Name", "required");
@@ -225,7 +225,7 @@ fn validate_job(job: &Job, errors: &mut ValidationErrors) {
             format!("must be between {JOB_MIN_PRIORITY} and {JOB_MAX_PRIORITY}"),
         );
     }
-    if job.datacenters.is_empty() {
+    if job.datacenters.is_empty() && !job.is_multiregion() {
         errors.push("Datacenters", "required");
     }
     for (i, datacenter) in job.datacenters.iter().enumerate() {
@@ -233,7 +233,13 @@ fn validate_job(job: &Job, errors: &mut ValidationErrors) {
             errors.push(index("", "Datacenters", i), "must not be empty");
         }
     }
-    if job.is_periodic() && !is_batch_like(&job.r#type) {
+    let periodic_enabled = job
+        .periodic
+        .as_ref()
+        .and_then(|periodic| periodic.get("Enabled"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    if periodic_enabled && !is_batch_like(&job.r#type) {
         errors.push("Periodic", "only allowed for batch and sysbatch jobs");
     }
     if job.is_parameterized() && !is_batch_like(&job.r#type) {
@@ -243,14 +249,9 @@ fn validate_job(job: &Job, errors: &mut ValidationErrors) {
         );
     }
 
-    validate_placement(
-        &job.r#type,
-        "",
-        &job.constraints,
-        &job.affinities,
-        &job.spreads,
-        errors,
-    );
+    validate_constraints(&job.constraints, "", Level::Job, errors);
+    validate_affinities(&job.r#type, &job.affinities, "", errors);
+    validate_spreads(&job.r#type, &job.spreads, "", errors);
 
     if let Some(multiregion) = &job.multiregion {
         validate_multiregion(multiregion, "Multiregion", errors);
@@ -272,10 +273,6 @@ fn validate_job(job: &Job, errors: &mut ValidationErrors) {
     }
 }
 
-fn is_batch_like(job_type: &str) -> bool {
-    job_type == JOB_TYPE_BATCH || job_type == JOB_TYPE_SYSBATCH
-}
-
 fn validate_group(job_type: &str, group: &TaskGroup, path: &str, errors: &mut ValidationErrors) {
     if group.name.is_empty() {
         errors.push(join(path, "Name"), "required");
@@ -284,32 +281,29 @@ fn validate_group(job_type: &str, group: &TaskGroup, path: &str, errors: &mut Va
     }
     if group.count < 0 {
         errors.push(join(path, "Count"), "must be non-negative");
-    } else if group.count > 1 && is_system_like(job_type) {
+    } else if group.count > 1 && job_type == JOB_TYPE_SYSTEM {
         errors.push(
             join(path, "Count"),
-            format!("must not be greater than 1 for {job_type} jobs"),
+            "must not be greater than 1 for system jobs",
         );
     }
 
-    validate_placement(
-        job_type,
-        path,
-        &group.constraints,
-        &group.affinities,
-        &group.spreads,
-        errors,
-    );
+    validate_constraints(&group.constraints, path, Level::Group, errors);
+    validate_affinities(job_type, &group.affinities, path, errors);
+    validate_spreads(job_type, &group.spreads, path, errors);
 
-    if let Some(policy) = &group.restart_policy {
-        validate_restart(policy, &join(path, "RestartPolicy"), errors);
+    match &group.restart_policy {
+        Some(policy) => validate_restart(policy, &join(path, "RestartPolicy"), errors),
+        None => errors.push(join(path, "RestartPolicy"), "required"),
     }
-    if let Some(policy) = &group.reschedule_policy {
-        let policy_path = join(path, "ReschedulePolicy");
-        if is_system_like(job_type) {
-            errors.push(policy_path, format!("not allowed for {job_type} jobs"));
-        } else {
-            validate_reschedule(policy, &policy_path, errors);
+    let reschedule_path = join(path, "ReschedulePolicy");
+    match (&group.reschedule_policy, job_type) {
+        (Some(_), JOB_TYPE_SYSTEM | JOB_TYPE_SYSBATCH) => {
+            errors.push(reschedule_path, format!("not allowed for {job_type} jobs"));
         }
+        (Some(policy), _) => validate_reschedule(policy, &reschedule_path, errors),
+        (None, JOB_TYPE_SERVICE | JOB_TYPE_BATCH) => errors.push(reschedule_path, "required"),
+        (None, _) => {}
     }
     if group.ephemeral_disk.size_mb < MIN_EPHEMERAL_DISK_MB {
         errors.push(
@@ -326,14 +320,13 @@ fn validate_group(job_type: &str, group: &TaskGroup, path: &str, errors: &mut Va
         }
     }
     if let Some(migrate) = &group.migrate {
-        validate_migrate(migrate, &join(path, "Migrate"), errors);
-    }
-
-    if group.networks.len() > 1 {
-        errors.push(join(path, "Networks"), "only one network block is allowed");
-    }
-    for (i, network) in group.networks.iter().enumerate() {
-        validate_network(network, &index(path, "Networks", i), errors);
+        let migrate_path = join(path, "Migrate");
+        match job_type {
+            JOB_TYPE_BATCH | JOB_TYPE_SYSTEM | JOB_TYPE_SYSBATCH => {
+                errors.push(migrate_path, format!("not allowed for {job_type} jobs"));
+            }
+            _ => validate_migrate(migrate, &migrate_path, errors),
+        }
     }
 
     for (field, value) in [
@@ -355,8 +348,23 @@ fn validate_group(job_type: &str, group: &TaskGroup, path: &str, errors: &mut Va
         );
     }
 
+    // Port labels and static ports are unique across the group's networks
+    // and its tasks' networks.
+    let mut ports = PortRegistry::default();
+    if group.networks.len() > 1 {
+        errors.push(join(path, "Networks"), "only one network block is allowed");
+    }
+    for (i, network) in group.networks.iter().enumerate() {
+        validate_network(network, &index(path, "Networks", i), &mut ports, errors);
+    }
+
     if group.tasks.is_empty() {
         errors.push(join(path, "Tasks"), "required");
+    } else if !group.tasks.iter().any(is_main_task) {
+        errors.push(
+            join(path, "Tasks"),
+            "at least one task must have no lifecycle hook",
+        );
     }
     if group.tasks.iter().filter(|task| task.leader).count() > 1 {
         errors.push(join(path, "Tasks"), "only one task may be marked as leader");
@@ -370,8 +378,15 @@ fn validate_group(job_type: &str, group: &TaskGroup, path: &str, errors: &mut Va
                 format!("duplicate task name {:?}", task.name),
             );
         }
-        validate_task(job_type, group, task, &task_path, errors);
+        validate_task(job_type, group, task, &task_path, &mut ports, errors);
     }
+}
+
+/// A main task runs for the life of the allocation, without lifecycle hook.
+fn is_main_task(task: &Task) -> bool {
+    task.lifecycle
+        .as_ref()
+        .is_none_or(|lifecycle| lifecycle.hook.is_empty())
 }
 
 fn validate_task(
@@ -379,29 +394,42 @@ fn validate_task(
     group: &TaskGroup,
     task: &Task,
     path: &str,
+    ports: &mut PortRegistry,
     errors: &mut ValidationErrors,
 ) {
+    let name_path = join(path, "Name");
     if task.name.is_empty() {
-        errors.push(join(path, "Name"), "required");
-    } else {
-        if task.name.contains('/') {
-            errors.push(join(path, "Name"), "contains a slash");
-        }
-        if task.name.contains('\0') {
-            errors.push(join(path, "Name"), "contains a null character");
-        }
+        errors.push(name_path, "required");
+    } else if task.name == "alloc" {
+        errors.push(name_path, "must not be \"alloc\"");
+    } else if task.name.contains(['/', '\\']) {
+        errors.push(name_path, "contains a slash");
+    } else if task.name.contains('\0') {
+        errors.push(name_path, "contains a null character");
     }
     if task.driver.is_empty() {
         errors.push(join(path, "Driver"), "required");
     }
     if task.kill_timeout < 0 {
         errors.push(join(path, "KillTimeout"), "must be non-negative");
+    } else if let Some(update) = group.update.as_ref().filter(|update| {
+        job_type == JOB_TYPE_SERVICE
+            && update.progress_deadline > 0
+            && task.kill_timeout > update.progress_deadline
+    }) {
+        errors.push(
+            join(path, "KillTimeout"),
+            format!(
+                "must not be longer than the group's ProgressDeadline ({})",
+                format_duration(update.progress_deadline)
+            ),
+        );
     }
     if task.shutdown_delay < 0 {
         errors.push(join(path, "ShutdownDelay"), "must be non-negative");
     }
 
-    validate_resources(&task.resources, &join(path, "Resources"), errors);
+    validate_resources(&task.resources, &join(path, "Resources"), ports, errors);
 
     let log = &task.log_config;
     if log.max_files < 1 {
@@ -415,18 +443,14 @@ fn validate_task(
     if log_mb > 0 && disk_mb >= MIN_EPHEMERAL_DISK_MB && log_mb >= i128::from(disk_mb) {
         errors.push(
             join(path, "LogConfig"),
-            format!("log storage ({log_mb} MB) must be less than the group's ephemeral disk ({disk_mb} MB)"),
+            format!(
+                "log storage ({log_mb} MB) must be less than the group's ephemeral disk ({disk_mb} MB)"
+            ),
         );
     }
 
-    validate_placement(
-        job_type,
-        path,
-        &task.constraints,
-        &task.affinities,
-        &[],
-        errors,
-    );
+    validate_constraints(&task.constraints, path, Level::Task, errors);
+    validate_affinities(job_type, &task.affinities, path, errors);
 
     if let Some(policy) = &task.restart_policy {
         validate_restart(policy, &join(path, "RestartPolicy"), errors);
@@ -441,10 +465,15 @@ fn validate_task(
     }
 }
 
-fn validate_resources(resources: &Resources, path: &str, errors: &mut ValidationErrors) {
+fn validate_resources(
+    resources: &Resources,
+    path: &str,
+    ports: &mut PortRegistry,
+    errors: &mut ValidationErrors,
+) {
     if resources.cores < 0 {
         errors.push(join(path, "Cores"), "must be non-negative");
-    } else if resources.cores > 0 && resources.cpu != 0 {
+    } else if resources.cores > 0 && resources.cpu > 0 {
         errors.push(join(path, "Cores"), "cannot be set together with CPU");
     }
     if resources.cores <= 0 && resources.cpu < MIN_TASK_CPU {
@@ -459,69 +488,96 @@ fn validate_resources(resources: &Resources, path: &str, errors: &mut Validation
             format!("must be at least {MIN_TASK_MEMORY_MB}"),
         );
     }
-    if resources.memory_max_mb != 0 && resources.memory_max_mb < resources.memory_mb {
+    // 0 and -1 mean "no oversubscription" and "no limit".
+    if resources.memory_max_mb > 0 && resources.memory_max_mb < resources.memory_mb {
         errors.push(
             join(path, "MemoryMaxMB"),
             format!("must not be less than MemoryMB ({})", resources.memory_mb),
         );
+    } else if resources.memory_max_mb < -1 {
+        errors.push(join(path, "MemoryMaxMB"), "must not be less than -1");
     }
-    if resources.disk_mb < 0 {
-        errors.push(join(path, "DiskMB"), "must be non-negative");
+    if resources.disk_mb != 0 {
+        errors.push(
+            join(path, "DiskMB"),
+            "not allowed on a task, set the group's EphemeralDisk",
+        );
     }
     for (i, network) in resources.networks.iter().enumerate() {
-        validate_network(network, &index(path, "Networks", i), errors);
+        validate_network(network, &index(path, "Networks", i), ports, errors);
     }
 }
 
-fn validate_network(network: &NetworkResource, path: &str, errors: &mut ValidationErrors) {
+/// Port labels and static ports seen so far in a group.
+#[derive(Default)]
+struct PortRegistry {
+    labels: BTreeSet<String>,
+    /// `(host network, port)` of static ports.
+    static_ports: BTreeSet<(String, i64)>,
+}
+
+fn validate_network(
+    network: &NetworkResource,
+    path: &str,
+    ports: &mut PortRegistry,
+    errors: &mut ValidationErrors,
+) {
     let mode = network.mode.as_str();
     if !(matches!(mode, "" | "host" | "bridge" | "none") || mode.starts_with("cni/")) {
         errors.push(
             join(path, "Mode"),
-            format!("unknown network mode {mode:?} (must be \"host\", \"bridge\", \"none\" or \"cni/<name>\")"),
+            format!(
+                "unknown network mode {mode:?} (must be \"host\", \"bridge\", \"none\" or \"cni/<name>\")"
+            ),
         );
     }
     if network.mbits < 0 {
         errors.push(join(path, "MBits"), "must be non-negative");
     }
-    let mut labels = BTreeSet::new();
-    let ports = network
+    let reserved = network
         .reserved_ports
         .iter()
         .enumerate()
-        .map(|(i, port)| (index(path, "ReservedPorts", i), port, 1))
-        .chain(
-            network
-                .dynamic_ports
-                .iter()
-                .enumerate()
-                .map(|(i, port)| (index(path, "DynamicPorts", i), port, 0)),
-        );
-    for (port_path, port, min_value) in ports {
-        validate_port(port, &port_path, min_value, &mut labels, errors);
+        .map(|(i, port)| (index(path, "ReservedPorts", i), port));
+    let dynamic = network
+        .dynamic_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| (index(path, "DynamicPorts", i), port));
+    for (port_path, port) in reserved.chain(dynamic) {
+        validate_port(port, &port_path, ports, errors);
     }
 }
 
-fn validate_port<'a>(
-    port: &'a Port,
-    path: &str,
-    min_value: i64,
-    labels: &mut BTreeSet<&'a str>,
-    errors: &mut ValidationErrors,
-) {
+fn validate_port(port: &Port, path: &str, ports: &mut PortRegistry, errors: &mut ValidationErrors) {
     if port.label.is_empty() {
         errors.push(join(path, "Label"), "required");
-    } else if !labels.insert(port.label.as_str()) {
+    } else if !ports.labels.insert(port.label.clone()) {
         errors.push(
             join(path, "Label"),
             format!("duplicate port label {:?}", port.label),
         );
     }
-    if !(min_value..=MAX_PORT).contains(&port.value) {
+    if !(0..=MAX_PORT).contains(&port.value) {
         errors.push(
             join(path, "Value"),
-            format!("must be between {min_value} and {MAX_PORT}"),
+            format!("must be between 0 and {MAX_PORT}"),
         );
+    } else if port.value != 0 {
+        let host_network = if port.host_network.is_empty() {
+            "default"
+        } else {
+            port.host_network.as_str()
+        };
+        if !ports
+            .static_ports
+            .insert((host_network.to_owned(), port.value))
+        {
+            errors.push(
+                join(path, "Value"),
+                format!("static port {} is already reserved", port.value),
+            );
+        }
     }
     if !(-1..=MAX_PORT).contains(&port.to) {
         errors.push(
@@ -531,31 +587,44 @@ fn validate_port<'a>(
     }
 }
 
-fn validate_placement(
-    job_type: &str,
-    path: &str,
+/// Where a constraint is declared; some operands only make sense above tasks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Job,
+    Group,
+    Task,
+}
+
+fn validate_constraints(
     constraints: &[Constraint],
-    affinities: &[Affinity],
-    spreads: &[Spread],
+    path: &str,
+    level: Level,
     errors: &mut ValidationErrors,
 ) {
     for (i, constraint) in constraints.iter().enumerate() {
-        validate_constraint(constraint, &index(path, "Constraints", i), errors);
+        validate_constraint(constraint, &index(path, "Constraints", i), level, errors);
     }
-    if !affinities.is_empty() && is_system_like(job_type) {
-        errors.push(
-            join(path, "Affinities"),
-            format!("not allowed for {job_type} jobs"),
-        );
+}
+
+fn validate_affinities(
+    job_type: &str,
+    affinities: &[Affinity],
+    path: &str,
+    errors: &mut ValidationErrors,
+) {
+    if job_type == JOB_TYPE_SYSTEM && !affinities.is_empty() {
+        errors.push(join(path, "Affinities"), "not allowed for system jobs");
+        return;
     }
     for (i, affinity) in affinities.iter().enumerate() {
         validate_affinity(affinity, &index(path, "Affinities", i), errors);
     }
-    if !spreads.is_empty() && is_system_like(job_type) {
-        errors.push(
-            join(path, "Spreads"),
-            format!("not allowed for {job_type} jobs"),
-        );
+}
+
+fn validate_spreads(job_type: &str, spreads: &[Spread], path: &str, errors: &mut ValidationErrors) {
+    if job_type == JOB_TYPE_SYSTEM && !spreads.is_empty() {
+        errors.push(join(path, "Spreads"), "not allowed for system jobs");
+        return;
     }
     for (i, spread) in spreads.iter().enumerate() {
         validate_spread(spread, &index(path, "Spreads", i), errors);
@@ -564,7 +633,7 @@ fn validate_placement(
 
 /// Checks that `pattern` compiles when `operand` is `regexp`.
 fn validate_regexp(operand: &str, pattern: &str, path: &str, errors: &mut ValidationErrors) {
-    if operand != CONSTRAINT_REGEX || pattern.is_empty() {
+    if operand != CONSTRAINT_REGEX {
         return;
     }
     if let Err(error) = Regex::new(pattern) {
@@ -575,56 +644,73 @@ fn validate_regexp(operand: &str, pattern: &str, path: &str, errors: &mut Valida
     }
 }
 
-fn validate_constraint(constraint: &Constraint, path: &str, errors: &mut ValidationErrors) {
-    let operand = constraint.operand.as_str();
+fn validate_constraint(
+    constraint: &Constraint,
+    path: &str,
+    level: Level,
+    errors: &mut ValidationErrors,
+) {
     // An empty operand means "=" (see `Job::canonicalize`).
-    if !operand.is_empty() && !CONSTRAINT_OPERANDS.contains(&operand) {
+    let operand = match constraint.operand.as_str() {
+        "" => CONSTRAINT_EQUAL,
+        operand => operand,
+    };
+    if !CONSTRAINT_OPERANDS.contains(&operand) {
         errors.push(
             join(path, "Operand"),
             format!("unknown constraint operand {operand:?}"),
         );
         return;
     }
+    let r_target = constraint.r_target.as_str();
+    match operand {
+        CONSTRAINT_DISTINCT_HOSTS | CONSTRAINT_DISTINCT_PROPERTY if level == Level::Task => {
+            errors.push(
+                join(path, "Operand"),
+                format!("{operand:?} is not allowed on a task"),
+            );
+        }
+        CONSTRAINT_DISTINCT_PROPERTY
+            if !r_target.is_empty() && !r_target.parse::<u64>().is_ok_and(|limit| limit >= 1) =>
+        {
+            errors.push(join(path, "RTarget"), "must be a positive integer");
+        }
+        CONSTRAINT_ATTRIBUTE_IS_SET | CONSTRAINT_ATTRIBUTE_IS_NOT_SET if !r_target.is_empty() => {
+            errors.push(
+                join(path, "RTarget"),
+                format!("must be empty for operand {operand:?}"),
+            );
+        }
+        CONSTRAINT_DISTINCT_HOSTS
+        | CONSTRAINT_DISTINCT_PROPERTY
+        | CONSTRAINT_ATTRIBUTE_IS_SET
+        | CONSTRAINT_ATTRIBUTE_IS_NOT_SET => {}
+        _ if r_target.is_empty() => errors.push(join(path, "RTarget"), "required"),
+        _ => validate_regexp(operand, r_target, path, errors),
+    }
     if operand != CONSTRAINT_DISTINCT_HOSTS && constraint.l_target.is_empty() {
         errors.push(join(path, "LTarget"), "required");
     }
-    let needs_r_target = !matches!(
-        operand,
-        CONSTRAINT_DISTINCT_HOSTS
-            | CONSTRAINT_DISTINCT_PROPERTY
-            | CONSTRAINT_ATTRIBUTE_IS_SET
-            | CONSTRAINT_ATTRIBUTE_IS_NOT_SET
-    );
-    if needs_r_target && constraint.r_target.is_empty() {
-        errors.push(join(path, "RTarget"), "required");
-    }
-    if operand == CONSTRAINT_DISTINCT_PROPERTY
-        && !constraint.r_target.is_empty()
-        && !constraint
-            .r_target
-            .parse::<u64>()
-            .is_ok_and(|limit| limit >= 1)
-    {
-        errors.push(join(path, "RTarget"), "must be a positive integer");
-    }
-    validate_regexp(operand, &constraint.r_target, path, errors);
 }
 
 fn validate_affinity(affinity: &Affinity, path: &str, errors: &mut ValidationErrors) {
-    let operand = affinity.operand.as_str();
-    if !operand.is_empty() && !AFFINITY_OPERANDS.contains(&operand) {
+    let operand = match affinity.operand.as_str() {
+        "" => CONSTRAINT_EQUAL,
+        operand => operand,
+    };
+    if !AFFINITY_OPERANDS.contains(&operand) {
         errors.push(
             join(path, "Operand"),
             format!("unknown affinity operand {operand:?}"),
         );
+    } else if affinity.r_target.is_empty() {
+        errors.push(join(path, "RTarget"), "required");
+    } else {
+        validate_regexp(operand, &affinity.r_target, path, errors);
     }
     if affinity.l_target.is_empty() {
         errors.push(join(path, "LTarget"), "required");
     }
-    if affinity.r_target.is_empty() {
-        errors.push(join(path, "RTarget"), "required");
-    }
-    validate_regexp(operand, &affinity.r_target, path, errors);
     if affinity.weight == 0 || !(-100..=100).contains(&affinity.weight) {
         errors.push(
             join(path, "Weight"),
@@ -644,9 +730,7 @@ fn validate_spread(spread: &Spread, path: &str, errors: &mut ValidationErrors) {
     let mut total: u64 = 0;
     for (i, target) in spread.spread_target.iter().enumerate() {
         let target_path = index(path, "SpreadTarget", i);
-        if target.value.is_empty() {
-            errors.push(join(&target_path, "Value"), "required");
-        } else if !values.insert(target.value.as_str()) {
+        if !values.insert(target.value.as_str()) {
             errors.push(
                 join(&target_path, "Value"),
                 format!("duplicate value {:?}", target.value),
@@ -689,10 +773,7 @@ fn validate_restart(policy: &RestartPolicy, path: &str, errors: &mut ValidationE
             join(path, "Interval"),
             format!("must be at least {}", format_duration(MIN_RESTART_INTERVAL)),
         );
-    } else if policy.attempts > 0
-        && policy.delay > 0
-        && i128::from(policy.attempts) * i128::from(policy.delay) > i128::from(policy.interval)
-    {
+    } else if i128::from(policy.attempts) * i128::from(policy.delay) > i128::from(policy.interval) {
         errors.push(
             join(path, "Interval"),
             format!(
@@ -709,22 +790,23 @@ fn validate_reschedule(policy: &ReschedulePolicy, path: &str, errors: &mut Valid
     if policy.attempts < 0 {
         errors.push(join(path, "Attempts"), "must be non-negative");
     }
-    // A policy with neither attempts nor `Unlimited` disables rescheduling;
-    // its other settings do not matter.
+    // Without attempts or `Unlimited`, rescheduling is off and the other
+    // settings do not matter.
     if policy.attempts <= 0 && !policy.unlimited {
         return;
     }
     if policy.unlimited && policy.attempts > 0 {
         errors.push(join(path, "Attempts"), "must be 0 when Unlimited is set");
     }
-    let delay_function = policy.delay_function.as_str();
-    let growing = match delay_function {
+    let growing = match policy.delay_function.as_str() {
         RESCHEDULE_DELAY_CONSTANT => false,
         RESCHEDULE_DELAY_EXPONENTIAL | RESCHEDULE_DELAY_FIBONACCI => true,
         other => {
             errors.push(
                 join(path, "DelayFunction"),
-                format!("unknown delay function {other:?} (must be \"constant\", \"exponential\" or \"fibonacci\")"),
+                format!(
+                    "unknown delay function {other:?} (must be \"constant\", \"exponential\" or \"fibonacci\")"
+                ),
             );
             false
         }
@@ -735,61 +817,70 @@ fn validate_reschedule(policy: &ReschedulePolicy, path: &str, errors: &mut Valid
             format!("must be at least {}", format_duration(MIN_RESCHEDULE_DELAY)),
         );
     }
-    if growing && policy.max_delay < policy.delay {
-        errors.push(join(path, "MaxDelay"), "must not be less than Delay");
+    if growing && policy.max_delay < policy.delay.max(MIN_RESCHEDULE_DELAY) {
+        errors.push(
+            join(path, "MaxDelay"),
+            format!(
+                "must be at least Delay and at least {}",
+                format_duration(MIN_RESCHEDULE_DELAY)
+            ),
+        );
     }
-    if !policy.unlimited && policy.interval <= 0 {
+    if !policy.unlimited && policy.interval < MIN_RESCHEDULE_INTERVAL {
         errors.push(
             join(path, "Interval"),
-            "must be positive when Attempts is set",
+            format!(
+                "must be at least {}",
+                format_duration(MIN_RESCHEDULE_INTERVAL)
+            ),
         );
     }
 }
 
 fn validate_update(update: &UpdateStrategy, path: &str, errors: &mut ValidationErrors) {
+    match update.health_check.as_str() {
+        HEALTH_CHECK_CHECKS | HEALTH_CHECK_TASK_STATES | HEALTH_CHECK_MANUAL => {}
+        other => errors.push(
+            join(path, "HealthCheck"),
+            format!(
+                "unknown health check {other:?} (must be \"checks\", \"task_states\" or \"manual\")"
+            ),
+        ),
+    }
     if update.max_parallel < 0 {
         errors.push(join(path, "MaxParallel"), "must be non-negative");
     }
     if update.canary < 0 {
         errors.push(join(path, "Canary"), "must be non-negative");
-    }
-    if update.auto_promote && update.canary <= 0 {
+    } else if update.canary == 0 && update.auto_promote {
         errors.push(
             join(path, "AutoPromote"),
             "requires Canary to be at least 1",
         );
-    }
-    match update.health_check.as_str() {
-        HEALTH_CHECK_CHECKS | HEALTH_CHECK_TASK_STATES | HEALTH_CHECK_MANUAL => {}
-        other => errors.push(
-            join(path, "HealthCheck"),
-            format!("unknown health check {other:?} (must be \"checks\", \"task_states\" or \"manual\")"),
-        ),
-    }
-    if update.stagger <= 0 {
-        errors.push(join(path, "Stagger"), "must be positive");
     }
     if update.min_healthy_time < 0 {
         errors.push(join(path, "MinHealthyTime"), "must be non-negative");
     }
     if update.healthy_deadline <= 0 {
         errors.push(join(path, "HealthyDeadline"), "must be positive");
-    } else if update.min_healthy_time >= update.healthy_deadline {
+    }
+    if update.progress_deadline < 0 {
+        errors.push(join(path, "ProgressDeadline"), "must be non-negative");
+    }
+    if update.min_healthy_time >= update.healthy_deadline {
         errors.push(
             join(path, "MinHealthyTime"),
             "must be less than HealthyDeadline",
         );
     }
-    if update.progress_deadline < 0 {
-        errors.push(join(path, "ProgressDeadline"), "must be non-negative");
-    } else if update.progress_deadline > 0
-        && update.healthy_deadline > 0
-        && update.healthy_deadline >= update.progress_deadline
-    {
+    if update.progress_deadline != 0 && update.healthy_deadline >= update.progress_deadline {
         errors.push(
             join(path, "HealthyDeadline"),
             "must be less than ProgressDeadline",
         );
+    }
+    if update.stagger <= 0 {
+        errors.push(join(path, "Stagger"), "must be positive");
     }
 }
 
@@ -799,6 +890,8 @@ fn validate_migrate(migrate: &MigrateStrategy, path: &str, errors: &mut Validati
     }
     match migrate.health_check.as_str() {
         HEALTH_CHECK_CHECKS | HEALTH_CHECK_TASK_STATES => {}
+        "" if migrate.max_parallel <= 0 => {}
+        "" => errors.push(join(path, "HealthCheck"), "required"),
         other => errors.push(
             join(path, "HealthCheck"),
             format!("unknown health check {other:?} (must be \"checks\" or \"task_states\")"),
@@ -807,12 +900,13 @@ fn validate_migrate(migrate: &MigrateStrategy, path: &str, errors: &mut Validati
     if migrate.min_healthy_time < 0 {
         errors.push(join(path, "MinHealthyTime"), "must be non-negative");
     }
-    if migrate.healthy_deadline <= 0 {
-        errors.push(join(path, "HealthyDeadline"), "must be positive");
-    } else if migrate.min_healthy_time >= migrate.healthy_deadline {
+    if migrate.healthy_deadline < 0 {
+        errors.push(join(path, "HealthyDeadline"), "must be non-negative");
+    }
+    if migrate.min_healthy_time > migrate.healthy_deadline {
         errors.push(
             join(path, "MinHealthyTime"),
-            "must be less than HealthyDeadline",
+            "must not be greater than HealthyDeadline",
         );
     }
 }
