@@ -8,6 +8,7 @@
 //! - [`server`]: composition: start and stop a server.
 
 pub mod api;
+pub mod client_rpc;
 pub mod config;
 pub mod leader;
 pub mod metrics;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ops_kit::tls::{CertBundle, DevCa, Role};
+use proto::rpc::client_service_server::ClientServiceServer;
 use proto::rpc::raft_service_server::RaftServiceServer;
 use proto::rpc::region_service_server::RegionServiceServer;
 use tokio::net::TcpListener;
@@ -16,7 +17,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::http;
+use crate::client_rpc::ClientGrpc;
 use crate::config::{ServerConfig, TlsSource};
+use crate::leader::heartbeat::Heartbeats;
 use crate::metrics::Metrics;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, PeerPool, RaftGrpc};
@@ -124,6 +127,7 @@ impl RegionServer {
         );
         let metrics = Metrics::new(&cfg.region).context("metrics registry")?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let heartbeats = Heartbeats::default();
         let mut tasks = Vec::new();
 
         // gRPC: Raft and region services, mTLS.
@@ -142,6 +146,14 @@ impl RegionServer {
             .add_service(
                 RegionServiceServer::new(RegionGrpc::new(service.clone()))
                     .max_decoding_message_size(1024 * 1024 * 1024),
+            )
+            .add_service(
+                ClientServiceServer::new(ClientGrpc::new(
+                    service.clone(),
+                    heartbeats.clone(),
+                    cfg.heartbeat.clone(),
+                ))
+                .max_decoding_message_size(64 * 1024 * 1024),
             );
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {

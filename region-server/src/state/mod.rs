@@ -105,6 +105,35 @@ pub enum Command {
         /// The nodes.
         nodes: Vec<Node>,
     },
+    /// A client registered (or re-registered) its node, with the
+    /// evaluations that follow (system jobs, jobs with allocations there).
+    NodeRegister {
+        /// The node as the client fingerprinted it.
+        node: Box<Node>,
+        /// Evaluations to create.
+        evals: Vec<Evaluation>,
+        /// Time, ns since the epoch.
+        now: i64,
+    },
+    /// A node's status changed (missed heartbeats: `down`; back: `ready`).
+    NodeStatus {
+        /// Node id.
+        node_id: String,
+        /// New status.
+        status: String,
+        /// Evaluations to create.
+        evals: Vec<Evaluation>,
+        /// Time, ns since the epoch.
+        now: i64,
+    },
+    /// Clients report what their allocations are doing.
+    AllocClientUpdate {
+        /// Allocation ids with the client-owned fields (ClientStatus,
+        /// ClientDescription, TaskStates, DeploymentStatus).
+        allocs: Vec<Allocation>,
+        /// Evaluations to create (e.g. to reschedule failed allocations).
+        evals: Vec<Evaluation>,
+    },
     /// Create or replace evaluations.
     EvalUpsert {
         /// The evaluations.
@@ -205,6 +234,84 @@ impl Tables {
                 CommandResponse::Ok
             }
             Command::EvalUpsert { evals } => {
+                for eval in evals {
+                    self.upsert_eval(index, eval);
+                }
+                CommandResponse::Ok
+            }
+            Command::NodeRegister { node, evals, now } => {
+                let mut node = *node;
+                if let Some(old) = self.nodes.get(&node.id) {
+                    if !old.secret_id.is_empty() && old.secret_id != node.secret_id {
+                        return CommandResponse::Conflict(format!(
+                            "node {} is registered with another secret id",
+                            node.id
+                        ));
+                    }
+                    // Scheduling eligibility and drain belong to operators.
+                    node.scheduling_eligibility = old.scheduling_eligibility.clone();
+                    node.drain = old.drain;
+                    node.drain_strategy = old.drain_strategy.clone();
+                    node.create_index = old.create_index;
+                } else {
+                    node.create_index = index;
+                    if node.scheduling_eligibility.is_empty() {
+                        node.scheduling_eligibility = "eligible".into();
+                    }
+                }
+                node.status = "ready".into();
+                node.status_updated_at = now / 1_000_000_000;
+                node.modify_index = index;
+                self.nodes.insert(node.id.clone(), Arc::new(node));
+                self.touch(table::NODES, index);
+                for eval in evals {
+                    self.upsert_eval(index, eval);
+                }
+                CommandResponse::Ok
+            }
+            Command::NodeStatus {
+                node_id,
+                status,
+                evals,
+                now,
+            } => {
+                let Some(old) = self.nodes.get(&node_id) else {
+                    return CommandResponse::NotFound(format!("node not found: {node_id}"));
+                };
+                let mut node = (**old).clone();
+                node.status = status;
+                node.status_updated_at = now / 1_000_000_000;
+                node.modify_index = index;
+                self.nodes.insert(node_id, Arc::new(node));
+                self.touch(table::NODES, index);
+                for eval in evals {
+                    self.upsert_eval(index, eval);
+                }
+                CommandResponse::Ok
+            }
+            Command::AllocClientUpdate { allocs, evals } => {
+                for update in allocs {
+                    let Some(old) = self.allocs.get(&update.id) else {
+                        continue;
+                    };
+                    let mut a = (**old).clone();
+                    a.client_status = update.client_status;
+                    a.client_description = update.client_description;
+                    a.task_states = update.task_states;
+                    if update.deployment_status.is_some() {
+                        a.deployment_status = update.deployment_status;
+                    }
+                    a.modify_time = update.modify_time;
+                    let alloc_modify_index = a.alloc_modify_index;
+                    self.upsert_alloc(index, a);
+                    // A client update is not a server-side change of the
+                    // allocation (Nomad's AllocModifyIndex).
+                    if let Some(cur) = self.allocs.get(&update.id) {
+                        let mut cur = (**cur).clone();
+                        cur.alloc_modify_index = alloc_modify_index;
+                        self.allocs.insert(cur.id.clone(), Arc::new(cur));
+                    }
+                }
                 for eval in evals {
                     self.upsert_eval(index, eval);
                 }
@@ -406,7 +513,8 @@ impl Tables {
         match self.evals.get(&eval.id) {
             Some(old) => {
                 eval.create_index = old.create_index;
-                self.evals_by_modify.remove(&(old.modify_index, old.id.clone()));
+                self.evals_by_modify
+                    .remove(&(old.modify_index, old.id.clone()));
             }
             None => eval.create_index = index,
         }
@@ -424,7 +532,8 @@ impl Tables {
         let old = self.allocs.get(&alloc.id).cloned();
         if let Some(old) = &old {
             alloc.create_index = old.create_index;
-            self.allocs_by_modify.remove(&(old.modify_index, old.id.clone()));
+            self.allocs_by_modify
+                .remove(&(old.modify_index, old.id.clone()));
             if old.node_id != alloc.node_id {
                 self.allocs_by_node
                     .remove(&(old.node_id.clone(), old.id.clone()));
