@@ -128,8 +128,8 @@ pub struct ServerConfig {
     pub max_request_body_bytes: usize,
     /// Raft timings.
     pub raft: RaftTuning,
-    /// Client heartbeat TTLs.
-    pub heartbeat: crate::leader::heartbeat::HeartbeatConfig,
+    /// Leader duties: workers, broker, heartbeat TTLs, scheduler.
+    pub leader: crate::leader::LeaderConfig,
 }
 
 impl ServerConfig {
@@ -148,7 +148,7 @@ impl ServerConfig {
             tls: TlsSource::Bundle(tls),
             max_request_body_bytes: 10 * 1024 * 1024,
             raft: RaftTuning::default(),
-            heartbeat: Default::default(),
+            leader: Default::default(),
         }
     }
 }

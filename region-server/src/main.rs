@@ -102,7 +102,7 @@ fn build_config(args: Args) -> anyhow::Result<ServerConfig> {
         tls,
         max_request_body_bytes: file.max_request_body_bytes,
         raft: file.raft,
-        heartbeat: Default::default(),
+        leader: Default::default(),
     })
 }
 

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::api::http;
 use crate::client_rpc::ClientGrpc;
 use crate::config::{ServerConfig, TlsSource};
-use crate::leader::heartbeat::Heartbeats;
+use crate::leader::LeaderHandle;
 use crate::metrics::Metrics;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, PeerPool, RaftGrpc};
@@ -127,7 +127,7 @@ impl RegionServer {
         );
         let metrics = Metrics::new(&cfg.region).context("metrics registry")?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let heartbeats = Heartbeats::default();
+        let leader = LeaderHandle::new(&cfg.leader);
         let mut tasks = Vec::new();
 
         // gRPC: Raft and region services, mTLS.
@@ -150,8 +150,8 @@ impl RegionServer {
             .add_service(
                 ClientServiceServer::new(ClientGrpc::new(
                     service.clone(),
-                    heartbeats.clone(),
-                    cfg.heartbeat.clone(),
+                    leader.heartbeats.clone(),
+                    cfg.leader.heartbeat.clone(),
                 ))
                 .max_decoding_message_size(64 * 1024 * 1024),
             );
@@ -190,6 +190,12 @@ impl RegionServer {
                 .clone()
                 .sample_loop(service.clone(), shutdown_rx.clone()),
         ));
+        tasks.push(tokio::spawn(crate::leader::run(
+            service.clone(),
+            cfg.leader.clone(),
+            leader.clone(),
+            shutdown_rx.clone(),
+        )));
         tasks.push(tokio::spawn(bootstrap_loop(
             service.clone(),
             cfg.bootstrap_expect,

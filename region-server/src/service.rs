@@ -279,6 +279,11 @@ impl Service {
         }
     }
 
+    /// The object index (`X-Nomad-Index`, `ModifyIndex`) of a Raft index.
+    pub fn effective_index(&self, raft_index: u64) -> u64 {
+        self.store.snapshot().effective(raft_index)
+    }
+
     /// A consistent snapshot of the state; linearizable unless `stale`.
     pub async fn read(&self, stale: bool) -> Result<Arc<Tables>, ServiceError> {
         if !stale {
@@ -455,7 +460,7 @@ impl Service {
         let (resp, index) = self.write(Command::Restore { rows }).await?;
         match resp {
             CommandResponse::Conflict(m) => Err(ServiceError::BadRequest(m)),
-            _ => Ok(index),
+            _ => Ok(self.effective_index(index)),
         }
     }
 }

@@ -350,6 +350,7 @@ async fn register(
         enforce_index: req.enforce_index.then_some(req.job_modify_index),
     };
     let (resp, index) = s.service.write(cmd).await?;
+    let index = s.service.effective_index(index);
     match resp {
         CommandResponse::Job {
             job_modify_index,
@@ -416,6 +417,7 @@ async fn deregister_job(State(s): State<ApiState>, Path(id): Path<String>, query
         now,
     };
     let (resp, index) = s.service.write(cmd).await?;
+    let index = s.service.effective_index(index);
     match resp {
         CommandResponse::Job {
             job_modify_index,

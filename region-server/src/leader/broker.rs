@@ -176,7 +176,8 @@ impl Broker {
         let wait_until = wait_until_ns(&eval);
         if wait_until > now {
             self.seq += 1;
-            self.delayed.push(Reverse((wait_until, self.seq, eval.id.clone())));
+            self.delayed
+                .push(Reverse((wait_until, self.seq, eval.id.clone())));
             self.delayed_evals.insert(eval.id.clone(), eval);
             return;
         }
@@ -212,7 +213,9 @@ impl Broker {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, _, id))) = self.delayed.pop() else { break };
+            let Some(Reverse((_, _, id))) = self.delayed.pop() else {
+                break;
+            };
             if let Some(e) = self.delayed_evals.remove(&id) {
                 self.enqueue_ready(e);
             }
@@ -238,7 +241,12 @@ impl Broker {
     pub fn dequeue(&mut self, types: &[&str], now: i64) -> Option<(Evaluation, String)> {
         let best_type = types
             .iter()
-            .filter_map(|t| self.ready.get(*t).and_then(|h| h.peek()).map(|r| (*t, r.clone())))
+            .filter_map(|t| {
+                self.ready
+                    .get(*t)
+                    .and_then(|h| h.peek())
+                    .map(|r| (*t, r.clone()))
+            })
             .max_by(|a, b| a.1.cmp(&b.1))
             .map(|(t, _)| t.to_string())?;
         let r = self.ready.get_mut(&best_type)?.pop()?;
@@ -371,7 +379,12 @@ impl SharedBroker {
     }
 
     /// Wait up to `timeout` for an evaluation of one of `types`.
-    pub async fn dequeue(&self, types: &[&str], now: impl Fn() -> i64, timeout: Duration) -> Option<(Evaluation, String)> {
+    pub async fn dequeue(
+        &self,
+        types: &[&str],
+        now: impl Fn() -> i64,
+        timeout: Duration,
+    ) -> Option<(Evaluation, String)> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.notify.notified();
@@ -420,9 +433,13 @@ mod tests {
         b.enqueue(ev("b", "j2", 70, "service"), 0);
         b.enqueue(ev("c", "j3", 50, "service"), 0);
         b.enqueue(ev("d", "j4", 99, "batch"), 0);
-        let order: Vec<String> = std::iter::from_fn(|| b.dequeue(&["service"], 0).map(|(e, _)| e.id)).collect();
+        let order: Vec<String> =
+            std::iter::from_fn(|| b.dequeue(&["service"], 0).map(|(e, _)| e.id)).collect();
         assert_eq!(order, vec!["b", "a", "c"]);
-        assert_eq!(b.dequeue(&["service", "batch"], 0).map(|(e, _)| e.id), Some("d".into()));
+        assert_eq!(
+            b.dequeue(&["service", "batch"], 0).map(|(e, _)| e.id),
+            Some("d".into())
+        );
     }
 
     #[test]
@@ -437,7 +454,10 @@ mod tests {
         b.enqueue(e3, 0);
         let (e, tok) = b.dequeue(&["service"], 0).expect("first");
         assert_eq!(e.id, "a");
-        assert!(b.dequeue(&["service"], 0).is_none(), "job already in flight");
+        assert!(
+            b.dequeue(&["service"], 0).is_none(),
+            "job already in flight"
+        );
         assert_eq!(b.stats().pending, 2);
         b.ack("a", &tok).expect("ack");
         let (e, _) = b.dequeue(&["service"], 0).expect("next");
@@ -451,13 +471,19 @@ mod tests {
         let mut b = broker();
         b.enqueue(ev("a", "j", 50, "service"), 0);
         let (_, t1) = b.dequeue(&["service"], 0).expect("1st");
-        assert_eq!(b.ack("a", "wrong"), Err(BrokerError::TokenMismatch("a".into())));
+        assert_eq!(
+            b.ack("a", "wrong"),
+            Err(BrokerError::TokenMismatch("a".into()))
+        );
         b.nack("a", &t1).expect("nack");
         let (_, t2) = b.dequeue(&["service"], 0).expect("2nd delivery");
         b.nack("a", &t2).expect("nack");
         assert!(b.dequeue(&["service"], 0).is_none());
         assert_eq!(b.take_failed().len(), 1);
-        assert_eq!(b.ack("a", &t2), Err(BrokerError::NotOutstanding("a".into())));
+        assert_eq!(
+            b.ack("a", &t2),
+            Err(BrokerError::NotOutstanding("a".into()))
+        );
     }
 
     #[test]
@@ -468,7 +494,10 @@ mod tests {
         assert_eq!(b.tick(50), Some(100));
         assert!(b.dequeue(&["service"], 60).is_none());
         b.tick(100);
-        assert!(b.dequeue(&["service"], 100).is_some(), "nacked by timeout and redelivered");
+        assert!(
+            b.dequeue(&["service"], 100).is_some(),
+            "nacked by timeout and redelivered"
+        );
     }
 
     #[test]
@@ -496,18 +525,27 @@ mod tests {
         assert_eq!(b.take_cancelable().len(), 1);
         assert!(b.dequeue(&["service"], 0).is_none());
         assert_eq!(b.unblock_all(), 1);
-        assert_eq!(b.dequeue(&["service"], 0).map(|(e, _)| e.id), Some("b".into()));
+        assert_eq!(
+            b.dequeue(&["service"], 0).map(|(e, _)| e.id),
+            Some("b".into())
+        );
     }
 
     #[tokio::test]
     async fn shared_dequeue_wakes_on_enqueue() {
         let b = SharedBroker::new(BrokerConfig::default());
         let b2 = b.clone();
-        let waiter = tokio::spawn(async move { b2.dequeue(&["service"], || 0, Duration::from_secs(5)).await });
+        let waiter =
+            tokio::spawn(
+                async move { b2.dequeue(&["service"], || 0, Duration::from_secs(5)).await },
+            );
         tokio::time::sleep(Duration::from_millis(20)).await;
         b.with(|br| br.enqueue(ev("a", "j", 50, "service"), 0));
         let got = waiter.await.expect("task");
         assert_eq!(got.map(|(e, _)| e.id), Some("a".into()));
-        assert!(b.dequeue(&["service"], || 0, Duration::from_millis(20)).await.is_none());
+        assert!(b
+            .dequeue(&["service"], || 0, Duration::from_millis(20))
+            .await
+            .is_none());
     }
 }

@@ -77,6 +77,11 @@ impl Heartbeats {
         expired
     }
 
+    /// Whether `node_id` has a timer.
+    pub fn tracks(&self, node_id: &str) -> bool {
+        self.lock().contains_key(node_id)
+    }
+
     /// Stop tracking a node.
     pub fn remove(&self, node_id: &str) {
         self.lock().remove(node_id);

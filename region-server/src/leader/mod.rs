@@ -1,9 +1,54 @@
-//! What only the leader runs.
+//! What only the leader runs: the evaluation broker fed from the state,
+//! scheduler workers, and the plan applier. Started when this server gains
+//! leadership (after its first linearizable read, so it sees every committed
+//! evaluation), stopped when it loses it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use proto::model::{Allocation, Deployment, Evaluation};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::scheduler::{self, Plan, SchedulerConfig, SchedulerContext};
+use crate::service::Service;
+use crate::state::{table, Command, Tables};
 
 pub mod broker;
 pub mod heartbeat;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use broker::{BrokerConfig, SharedBroker};
+use heartbeat::{HeartbeatConfig, Heartbeats};
+
+/// Scheduler types the workers take.
+pub const SCHEDULER_TYPES: [&str; 4] = ["service", "batch", "system", "sysbatch"];
+
+/// Leader settings.
+#[derive(Debug, Clone)]
+pub struct LeaderConfig {
+    /// Scheduler workers (the leader keeps the rest of its CPU for Raft
+    /// and the plan applier).
+    pub workers: usize,
+    /// Broker settings.
+    pub broker: BrokerConfig,
+    /// Re-plans after a partially rejected plan before the evaluation is
+    /// nacked.
+    pub max_plan_attempts: usize,
+    /// Scheduler settings.
+    pub scheduler: SchedulerConfig,
+    /// Client heartbeat TTLs.
+    pub heartbeat: HeartbeatConfig,
+}
+
+impl Default for LeaderConfig {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            broker: BrokerConfig::default(),
+            max_plan_attempts: 5,
+            scheduler: SchedulerConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+        }
+    }
+}
 
 /// The current time in Unix nanoseconds.
 pub fn now_ns() -> i64 {
@@ -11,4 +56,462 @@ pub fn now_ns() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
+}
+
+/// Watches leadership and runs the leader's duties while this server leads.
+pub async fn run(
+    service: Service,
+    cfg: LeaderConfig,
+    handle: LeaderHandle,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let broker = handle.broker.clone();
+    let mut metrics = service.raft.metrics();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let leading = service.is_leader();
+        if leading {
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let duties = tokio::spawn(lead(service.clone(), cfg.clone(), handle.clone(), stop_rx));
+            // Until leadership is lost or shutdown.
+            loop {
+                tokio::select! {
+                    r = metrics.changed() => if r.is_err() { break },
+                    _ = shutdown.changed() => break,
+                }
+                if !service.is_leader() || *shutdown.borrow() {
+                    break;
+                }
+            }
+            let _ = stop_tx.send(true);
+            let _ = duties.await;
+            broker.with(|b| *b = broker::Broker::new(cfg.broker.clone()));
+            handle.heartbeats.clear();
+            tracing::info!("leader duties stopped");
+        } else {
+            tokio::select! {
+                r = metrics.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// One term of leadership.
+async fn lead(
+    service: Service,
+    cfg: LeaderConfig,
+    handle: LeaderHandle,
+    stop: watch::Receiver<bool>,
+) {
+    let broker = handle.broker.clone();
+    // See every entry committed by earlier leaders before trusting the state.
+    if let Err(e) = service.read_barrier().await {
+        tracing::warn!(error = %e, "leader: barrier failed; not starting duties");
+        return;
+    }
+    tracing::info!(workers = cfg.workers, "leader duties starting");
+    let (plan_tx, plan_rx) = mpsc::channel::<PlanSubmission>(256);
+    let mut tasks = vec![
+        tokio::spawn(feed_broker(service.clone(), broker.clone(), stop.clone())),
+        tokio::spawn(plan_applier(service.clone(), plan_rx, stop.clone())),
+        tokio::spawn(broker_housekeeping(
+            service.clone(),
+            broker.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(heartbeat_timers(
+            service.clone(),
+            handle.heartbeats.clone(),
+            cfg.heartbeat.clone(),
+            stop.clone(),
+        )),
+    ];
+    for _ in 0..cfg.workers.max(1) {
+        tasks.push(tokio::spawn(worker(
+            service.clone(),
+            cfg.clone(),
+            broker.clone(),
+            plan_tx.clone(),
+            stop.clone(),
+        )));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+fn stopped(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow()
+}
+
+/// Enqueue every pending or blocked evaluation as it is committed, and
+/// release blocked ones when capacity changes (nodes or allocations
+/// changed).
+async fn feed_broker(service: Service, broker: SharedBroker, mut stop: watch::Receiver<bool>) {
+    let mut seen = 0u64;
+    let mut nodes_seen = 0u64;
+    let mut allocs_seen = 0u64;
+    loop {
+        let t = service.store.snapshot();
+        let now = now_ns();
+        let fresh: Vec<Evaluation> = t
+            .evals_changed_after(seen)
+            .filter(|e| e.status == "pending" || e.status == "blocked")
+            .map(|e| (**e).clone())
+            .collect();
+        if !fresh.is_empty() {
+            broker.with(|b| {
+                for e in fresh {
+                    b.enqueue(e, now);
+                }
+            });
+        }
+        seen = t.table_index(table::EVALS);
+        let capacity_changed = (nodes_seen != 0 && t.table_index(table::NODES) > nodes_seen)
+            || (allocs_seen != 0
+                && t.table_index(table::ALLOCS) > allocs_seen
+                && freed_capacity(&t, allocs_seen));
+        nodes_seen = t.table_index(table::NODES).max(1);
+        allocs_seen = t.table_index(table::ALLOCS).max(1);
+        if capacity_changed {
+            broker.with(|b| b.unblock_all());
+        }
+        tokio::select! {
+            _ = service.store.wait_for_change(&[table::EVALS, table::NODES, table::ALLOCS], t.index, Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+        if stopped(&stop) {
+            return;
+        }
+    }
+}
+
+/// Whether an allocation changed after `since` is terminal (so it freed
+/// capacity).
+fn freed_capacity(t: &Tables, since: u64) -> bool {
+    t.allocs_changed_after(since).any(|a| {
+        a.desired_status != "run"
+            || matches!(a.client_status.as_str(), "complete" | "failed" | "lost")
+    })
+}
+
+/// Delayed evaluations, nack timeouts, and writing back canceled and failed
+/// evaluations.
+async fn broker_housekeeping(
+    service: Service,
+    broker: SharedBroker,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (canceled, failed) = broker.with(|b| {
+            b.tick(now_ns());
+            (b.take_cancelable(), b.take_failed())
+        });
+        let mut updates = Vec::new();
+        for mut e in canceled {
+            e.status = "canceled".into();
+            e.status_description = "superseded by a newer evaluation of the job".into();
+            e.modify_time = now_ns();
+            updates.push(e);
+        }
+        for mut e in failed {
+            e.status = "failed".into();
+            e.status_description = "evaluation reached its delivery limit".into();
+            e.modify_time = now_ns();
+            updates.push(e);
+        }
+        if !updates.is_empty() {
+            if let Err(e) = service.write(Command::EvalUpsert { evals: updates }).await {
+                tracing::warn!(error = %e, "writing canceled/failed evaluations");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stop.changed() => return,
+        }
+        if stopped(&stop) {
+            return;
+        }
+    }
+}
+
+/// A plan and what to commit with it, sent to the plan applier.
+struct PlanSubmission {
+    plan: Plan,
+    evals: Vec<Evaluation>,
+    reply: oneshot::Sender<Result<PlanOutcome, String>>,
+}
+
+/// What the applier committed of a plan.
+struct PlanOutcome {
+    /// Raft index of the commit.
+    index: u64,
+    /// Whether any node's part of the plan was rejected.
+    partial: bool,
+}
+
+async fn worker(
+    service: Service,
+    cfg: LeaderConfig,
+    broker: SharedBroker,
+    plans: mpsc::Sender<PlanSubmission>,
+    stop: watch::Receiver<bool>,
+) {
+    while !stopped(&stop) {
+        let Some((eval, token)) = broker
+            .dequeue(&SCHEDULER_TYPES, now_ns, Duration::from_millis(500))
+            .await
+        else {
+            continue;
+        };
+        let outcome = schedule(&service, &cfg, &plans, &eval).await;
+        broker.with(|b| {
+            let r = match &outcome {
+                Ok(()) => b.ack(&eval.id, &token),
+                Err(_) => b.nack(&eval.id, &token),
+            };
+            if let Err(e) = r {
+                tracing::debug!(eval = %eval.id, error = %e, "ack/nack");
+            }
+        });
+        if let Err(e) = outcome {
+            tracing::warn!(eval = %eval.id, error = %e, "evaluation nacked");
+        }
+    }
+}
+
+/// Run the scheduler on an evaluation and commit its plan, refreshing and
+/// re-planning when the applier rejected part of it.
+async fn schedule(
+    service: &Service,
+    cfg: &LeaderConfig,
+    plans: &mpsc::Sender<PlanSubmission>,
+    eval: &Evaluation,
+) -> Result<(), String> {
+    // The scheduler must see at least the state the evaluation was made in.
+    if !service
+        .store
+        .wait_applied(eval.modify_index, Duration::from_secs(5))
+        .await
+    {
+        return Err(format!("state did not reach index {}", eval.modify_index));
+    }
+    for attempt in 0..cfg.max_plan_attempts.max(1) {
+        let state = service.store.snapshot();
+        let ctx = SchedulerContext {
+            state: &state,
+            now: now_ns(),
+            config: &cfg.scheduler,
+            rng_seed: seed(&eval.id, attempt),
+        };
+        let result = scheduler::process(&ctx, eval).map_err(|e| format!("scheduler: {e}"))?;
+        let mut evals = vec![result.eval_update];
+        evals.extend(result.blocked_eval);
+        evals.extend(result.followup_evals);
+        let (tx, rx) = oneshot::channel();
+        plans
+            .send(PlanSubmission {
+                plan: result.plan,
+                evals,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| "plan applier stopped".to_string())?;
+        let outcome = rx.await.map_err(|_| "plan applier stopped".to_string())??;
+        if !outcome.partial {
+            return Ok(());
+        }
+        // Refresh: wait for the committed part, then plan the rest again.
+        service
+            .store
+            .wait_applied(outcome.index, Duration::from_secs(5))
+            .await;
+    }
+    Err(format!(
+        "plan still partially rejected after {} attempts",
+        cfg.max_plan_attempts
+    ))
+}
+
+fn seed(id: &str, attempt: usize) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) ^ attempt as u64
+}
+
+/// The one plan applier: re-checks each plan node by node against the
+/// latest state plus the plans accepted before it in the same batch, and
+/// commits every queued plan's accepted part in one Raft entry.
+async fn plan_applier(
+    service: Service,
+    mut rx: mpsc::Receiver<PlanSubmission>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            s = rx.recv() => match s { Some(s) => s, None => return },
+            _ = stop.changed() => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < 64 {
+            match rx.try_recv() {
+                Ok(s) => batch.push(s),
+                Err(_) => break,
+            }
+        }
+        let mut overlay: Tables = (*service.store.snapshot()).clone();
+        let mut allocs: Vec<Allocation> = Vec::new();
+        let mut evals: Vec<Evaluation> = Vec::new();
+        let mut deployments: Vec<Deployment> = Vec::new();
+        let mut partial = Vec::with_capacity(batch.len());
+        for sub in &batch {
+            let result = scheduler::evaluate_plan(&overlay, &sub.plan);
+            let accepted: Vec<Allocation> = result
+                .node_update
+                .values()
+                .chain(result.node_allocation.values())
+                .flatten()
+                .cloned()
+                .collect();
+            // Later plans in this batch are checked against this one's effect.
+            let scratch_index = overlay.index;
+            overlay.apply(
+                scratch_index,
+                Command::AllocUpsert {
+                    allocs: accepted.clone(),
+                },
+            );
+            allocs.extend(accepted);
+            evals.extend(sub.evals.iter().cloned());
+            deployments.extend(result.deployment.clone());
+            for u in &result.deployment_updates {
+                let current = deployments
+                    .iter()
+                    .rev()
+                    .find(|d| d.id == u.deployment_id)
+                    .cloned()
+                    .or_else(|| {
+                        overlay
+                            .deployments
+                            .get(&u.deployment_id)
+                            .map(|d| (**d).clone())
+                    });
+                if let Some(mut d) = current {
+                    d.status = u.status.clone();
+                    d.status_description = u.status_description.clone();
+                    deployments.push(d);
+                }
+            }
+            partial.push(!result.rejected_nodes.is_empty());
+        }
+        let cmd = Command::PlanResults {
+            allocs,
+            evals,
+            deployments,
+        };
+        if cmd_is_empty(&cmd) {
+            for sub in batch {
+                let _ = sub.reply.send(Ok(PlanOutcome {
+                    index: service.store.snapshot().index,
+                    partial: false,
+                }));
+            }
+            continue;
+        }
+        let committed = service.write(cmd).await.map(|(_, index)| index);
+        for (sub, partial) in batch.into_iter().zip(partial) {
+            let r = match &committed {
+                Ok(index) => Ok(PlanOutcome {
+                    index: *index,
+                    partial,
+                }),
+                Err(e) => Err(format!("committing plan: {e}")),
+            };
+            let _ = sub.reply.send(r);
+        }
+    }
+}
+
+fn cmd_is_empty(cmd: &Command) -> bool {
+    matches!(cmd, Command::PlanResults { allocs, evals, deployments } if allocs.is_empty() && evals.is_empty() && deployments.is_empty())
+}
+
+/// The leader's shared handles, for APIs that need them.
+#[derive(Clone)]
+pub struct LeaderHandle {
+    /// The broker (empty while this server follows).
+    pub broker: SharedBroker,
+    /// Node heartbeat timers (empty while this server follows).
+    pub heartbeats: Heartbeats,
+}
+
+impl LeaderHandle {
+    /// A handle with an empty broker and no timers.
+    pub fn new(cfg: &LeaderConfig) -> Self {
+        Self {
+            broker: SharedBroker::new(cfg.broker.clone()),
+            heartbeats: Heartbeats::default(),
+        }
+    }
+}
+
+/// Mark nodes whose heartbeats stopped `down` (with evaluations so their
+/// allocations are replaced). A new leader first gives every ready node a
+/// fresh TTL; nodes registered through another server are picked up too.
+async fn heartbeat_timers(
+    service: Service,
+    heartbeats: Heartbeats,
+    cfg: HeartbeatConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let ready = |t: &Tables| -> Vec<String> {
+        t.nodes
+            .values()
+            .filter(|n| n.status == "ready" || n.status == "initializing")
+            .map(|n| n.id.clone())
+            .collect()
+    };
+    heartbeats.reset_all(&cfg, ready(&service.store.snapshot()));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.changed() => return,
+        }
+        if stopped(&stop) {
+            return;
+        }
+        let t = service.store.snapshot();
+        // Ready nodes without a timer (registered through a follower).
+        let untracked: Vec<String> = ready(&t)
+            .into_iter()
+            .filter(|n| !heartbeats.tracks(n))
+            .collect();
+        for n in untracked {
+            heartbeats.reset(&cfg, &n, 1.0);
+        }
+        for node_id in heartbeats.take_expired() {
+            let t = service.store.snapshot();
+            match t.nodes.get(&node_id) {
+                Some(n) if n.status != "down" => {}
+                _ => continue,
+            }
+            let evals = crate::client_rpc::evals_for_node(&t, &node_id, "node-update");
+            tracing::warn!(node = %node_id, "node missed its heartbeats: marking it down");
+            if let Err(e) = service
+                .write(Command::NodeStatus {
+                    node_id: node_id.clone(),
+                    status: "down".into(),
+                    evals,
+                    now: now_ns(),
+                })
+                .await
+            {
+                tracing::warn!(node = %node_id, error = %e, "marking node down");
+                heartbeats.reset(&cfg, &node_id, 0.0);
+            }
+        }
+    }
 }

@@ -59,7 +59,8 @@ impl StateMachine {
         if tokio::fs::try_exists(&current).await.unwrap_or(false) {
             let (meta, rows) = snapshot_file::read(&current).await?;
             let raft_meta = parse_raft_meta(&current, meta.raft.as_deref())?;
-            let tables = snapshot_file::tables_from_rows(rows)?;
+            let mut tables = snapshot_file::tables_from_rows(rows)?;
+            tables.index = raft_meta.last_log_id.map(|l| l.index).unwrap_or(0);
             let mut a = lock(&sm.applied);
             sm.store.publish(tables);
             a.last_applied = raft_meta.last_log_id;
@@ -192,9 +193,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| werr(&e))?;
         let (_, rows) = snapshot_file::read(&incoming).await.map_err(|e| werr(&e))?;
         let mut tables = snapshot_file::tables_from_rows(rows).map_err(|e| werr(&e))?;
-        if let Some(l) = meta.last_log_id {
-            tables.index = tables.index.max(l.index);
-        }
+        tables.index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         // Keep our own copy with the meta openraft vouches for.
         let raw = serde_json::to_string(meta).map_err(|e| werr(&e))?;
         snapshot_file::write(

@@ -43,6 +43,11 @@ pub mod table {
 pub struct Tables {
     /// The Raft index of the last applied command.
     pub index: u64,
+    /// Added to Raft indexes to make object and table indexes. Zero until a
+    /// snapshot from a region further along is restored: then it jumps so
+    /// indexes keep growing from the snapshot's, and blocking queries and
+    /// `CreateIndex`/`ModifyIndex` never go backwards.
+    pub index_offset: u64,
     /// Jobs by (namespace, id).
     pub jobs: OrdMap<NsKey, Arc<Job>>,
     /// Every tracked version: (namespace, id, version).
@@ -185,6 +190,11 @@ pub enum CommandResponse {
 }
 
 impl Tables {
+    /// The object index a Raft index stands for (see `index_offset`).
+    pub fn effective(&self, raft_index: u64) -> u64 {
+        raft_index + self.index_offset
+    }
+
     /// The index at which `table` last changed (0 if never).
     pub fn table_index(&self, table: &str) -> u64 {
         self.table_index.get(table).copied().unwrap_or(0)
@@ -204,8 +214,9 @@ impl Tables {
     }
 
     /// Apply one command at Raft index `index`.
-    pub fn apply(&mut self, index: u64, cmd: Command) -> CommandResponse {
-        self.index = index;
+    pub fn apply(&mut self, raft_index: u64, cmd: Command) -> CommandResponse {
+        self.index = raft_index;
+        let index = self.effective(raft_index);
         match cmd {
             Command::JobRegister {
                 job,
@@ -348,7 +359,12 @@ impl Tables {
             }
             Command::Restore { rows } => match snapshot_file::tables_from_rows(rows) {
                 Ok(mut restored) => {
-                    restored.index = index;
+                    let restored_max = restored.max_index(&table::ALL);
+                    restored.index = raft_index;
+                    restored.index_offset = self
+                        .index_offset
+                        .max((restored_max + 1).saturating_sub(raft_index));
+                    let index = restored.effective(raft_index);
                     for t in table::ALL {
                         restored.touch(t, index);
                     }

@@ -122,6 +122,7 @@ pub fn tables_to_rows(t: &Tables) -> Vec<Row> {
     for (name, idx) in &t.table_index {
         push("table_index", name.clone(), idx.to_string());
     }
+    push("index_offset", String::new(), t.index_offset.to_string());
     rows
 }
 
@@ -176,6 +177,7 @@ pub fn tables_from_rows(rows: Vec<Row>) -> Result<Tables, SnapshotError> {
                 let d: proto::model::Deployment = decode(&row)?;
                 t.deployments.insert(d.id.clone(), Arc::new(d));
             }
+            "index_offset" => t.index_offset = decode(&row)?,
             "table_index" => {
                 let idx: u64 = decode(&row)?;
                 if table::ALL.contains(&row.key.as_str()) {
@@ -190,7 +192,13 @@ pub fn tables_from_rows(rows: Vec<Row>) -> Result<Tables, SnapshotError> {
             }
         }
     }
-    t.index = t.table_index.values().copied().max().unwrap_or(0);
+    t.index = t
+        .table_index
+        .values()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .saturating_sub(t.index_offset);
     Ok(t)
 }
 

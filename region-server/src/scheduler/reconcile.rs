@@ -1,0 +1,771 @@
+//! The reconciler of service and batch jobs: compares the groups' desired
+//! allocations with the existing ones and decides what to place, stop,
+//! update in place, replace, migrate and reschedule (Nomad's
+//! `allocReconciler`, simplified: no canaries, no disconnect handling).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use proto::model::{
+    Allocation, Deployment, DeploymentState, Evaluation, Job, Node, TaskGroup,
+    ALLOC_CLIENT_COMPLETE, ALLOC_CLIENT_FAILED, ALLOC_CLIENT_LOST, ALLOC_DESIRED_EVICT,
+    ALLOC_DESIRED_STOP, DEPLOYMENT_STATUS_CANCELLED, DEPLOYMENT_STATUS_FAILED,
+    DEPLOYMENT_STATUS_PAUSED, DEPLOYMENT_STATUS_RUNNING, DEPLOYMENT_STATUS_SUCCESSFUL,
+    EVAL_STATUS_PENDING, EVAL_TRIGGER_RETRY_FAILED_ALLOC, NODE_STATUS_DISCONNECTED,
+};
+
+use super::feasible::{node_draining, node_lost};
+use super::names::{name_index, NameIndex};
+use super::plan::DeploymentStatusUpdate;
+use super::reschedule::{next_reschedule_time, policy_of, ran_successfully};
+use super::rng::SeededRng;
+use super::time::format_rfc3339_nanos;
+use super::DesiredUpdates;
+
+/// Stop description: the allocation is no longer wanted.
+pub const ALLOC_NOT_NEEDED: &str = "alloc not needed due to job update";
+/// Stop description: the allocation moves off its draining node.
+pub const ALLOC_MIGRATING: &str = "alloc is being migrated";
+/// Stop description: the allocation is replaced by a new version.
+pub const ALLOC_UPDATING: &str = "alloc is being updated due to job update";
+/// Stop description: the allocation's node is down.
+pub const ALLOC_LOST: &str = "alloc is lost since its node is down";
+/// Stop description: the failed allocation was replaced.
+pub const ALLOC_RESCHEDULED: &str = "alloc was rescheduled because it failed";
+/// Stop description: the node no longer qualifies for the job.
+pub const ALLOC_NODE_TAINTED: &str = "alloc not needed as node is tainted";
+/// Stop description: the node no longer satisfies the job's constraints.
+pub const ALLOC_NODE_INFEASIBLE: &str = "alloc not needed as node no longer satisfies the job";
+/// Description of follow-up evaluations for delayed rescheduling.
+pub const RESCHEDULING_FOLLOWUP_DESC: &str = "created for delayed rescheduling";
+/// Failed allocations whose reschedule times are this close share one
+/// follow-up evaluation.
+pub const BATCHED_FAILED_ALLOC_WINDOW: i64 = 5 * proto::model::SECOND;
+/// A failed allocation due this soon is rescheduled now.
+pub const RESCHEDULE_WINDOW: i64 = proto::model::SECOND;
+
+/// How an existing allocation relates to a new job version.
+#[derive(Debug, Clone)]
+pub enum UpdateDecision {
+    /// Nothing to do.
+    Ignore,
+    /// Update in place: the updated allocation.
+    InPlace(Box<Allocation>),
+    /// Replace it.
+    Destructive,
+}
+
+/// One allocation to place.
+#[derive(Debug, Clone)]
+pub struct PlaceRequest {
+    /// Its name.
+    pub name: String,
+    /// Its group.
+    pub group: String,
+    /// The allocation it replaces, if any.
+    pub previous: Option<Arc<Allocation>>,
+    /// It replaces a failed allocation.
+    pub reschedule: bool,
+    /// It replaces a lost allocation.
+    pub lost: bool,
+    /// It replaces a migrating allocation.
+    pub migrate: bool,
+    /// It replaces an allocation of an older version, which must be stopped
+    /// first (and kept if the placement fails).
+    pub destructive: bool,
+}
+
+impl PlaceRequest {
+    fn new(name: String, group: &str) -> Self {
+        Self {
+            name,
+            group: group.to_string(),
+            previous: None,
+            reschedule: false,
+            lost: false,
+            migrate: false,
+            destructive: false,
+        }
+    }
+}
+
+/// One allocation to stop.
+#[derive(Debug, Clone)]
+pub struct StopRequest {
+    /// The allocation.
+    pub alloc: Arc<Allocation>,
+    /// Why.
+    pub description: &'static str,
+    /// New client status (`lost`), if any.
+    pub client_status: Option<&'static str>,
+}
+
+/// What the reconciler decided.
+#[derive(Debug, Default)]
+pub struct Reconciliation {
+    /// New placements (fresh, lost replacements, migrations, reschedules).
+    pub place: Vec<PlaceRequest>,
+    /// Replacements of allocations of an older version.
+    pub destructive: Vec<PlaceRequest>,
+    /// In-place updates.
+    pub inplace: Vec<Allocation>,
+    /// Stops.
+    pub stop: Vec<StopRequest>,
+    /// Allocations updated without a state change (follow-up eval ids).
+    pub attribute_updates: Vec<Allocation>,
+    /// Follow-up evaluations for delayed rescheduling.
+    pub followup_evals: Vec<Evaluation>,
+    /// A deployment to create.
+    pub deployment: Option<Deployment>,
+    /// The deployment placements belong to (new or existing).
+    pub deployment_id: Option<String>,
+    /// Deployment status changes.
+    pub deployment_updates: Vec<DeploymentStatusUpdate>,
+    /// Per-group counts for the plan annotations.
+    pub desired: BTreeMap<String, DesiredUpdates>,
+}
+
+/// Inputs of the reconciler.
+pub struct Reconciler<'a, F>
+where
+    F: FnMut(&Allocation, &Job, &TaskGroup) -> UpdateDecision,
+{
+    /// The job (`None` when purged).
+    pub job: Option<&'a Job>,
+    /// ID of the job.
+    pub job_id: &'a str,
+    /// Batch semantics: completed allocations are done.
+    pub batch: bool,
+    /// The job's allocations (every status).
+    pub allocs: Vec<Arc<Allocation>>,
+    /// Nodes of those allocations that are down, disconnected, draining or
+    /// gone (`None`).
+    pub tainted: BTreeMap<String, Option<Arc<Node>>>,
+    /// Treat allocations on draining nodes as migrating.
+    pub migrate_on_drain: bool,
+    /// The evaluation being processed.
+    pub eval: &'a Evaluation,
+    /// Now, in Unix nanoseconds.
+    pub now: i64,
+    /// The job's latest deployment.
+    pub deployment: Option<Arc<Deployment>>,
+    /// In-place or destructive?
+    pub update_fn: F,
+    /// Id generator.
+    pub ids: &'a mut SeededRng,
+}
+
+/// Sorts allocations by name index, then creation.
+fn sort_allocs(allocs: &mut [Arc<Allocation>]) {
+    allocs.sort_by(|a, b| {
+        (name_index(&a.name), a.create_index, &a.id).cmp(&(
+            name_index(&b.name),
+            b.create_index,
+            &b.id,
+        ))
+    });
+}
+
+fn job_modify_index_of(alloc: &Allocation) -> Option<u64> {
+    alloc.job.as_ref().map(|job| job.job_modify_index)
+}
+
+/// Nomad's `shouldFilter`: (counts as untainted, ignore entirely).
+fn should_filter(alloc: &Allocation, batch: bool) -> (bool, bool) {
+    if batch {
+        match alloc.desired_status.as_str() {
+            ALLOC_DESIRED_STOP => {
+                return if ran_successfully(alloc) {
+                    (true, false)
+                } else {
+                    (false, true)
+                };
+            }
+            ALLOC_DESIRED_EVICT => return (false, true),
+            _ => {}
+        }
+        if alloc.client_status == ALLOC_CLIENT_FAILED {
+            return (false, false);
+        }
+        return (true, false);
+    }
+    if matches!(
+        alloc.desired_status.as_str(),
+        ALLOC_DESIRED_STOP | ALLOC_DESIRED_EVICT
+    ) {
+        return (false, true);
+    }
+    if matches!(
+        alloc.client_status.as_str(),
+        ALLOC_CLIENT_COMPLETE | ALLOC_CLIENT_LOST
+    ) {
+        return (false, true);
+    }
+    (false, false)
+}
+
+fn is_healthy(alloc: &Allocation) -> bool {
+    alloc
+        .deployment_status
+        .as_ref()
+        .is_some_and(|status| status.healthy == Some(true))
+}
+
+impl<F> Reconciler<'_, F>
+where
+    F: FnMut(&Allocation, &Job, &TaskGroup) -> UpdateDecision,
+{
+    /// Runs the reconciliation.
+    pub fn compute(mut self) -> Reconciliation {
+        let mut out = Reconciliation::default();
+        let mut by_group: BTreeMap<String, Vec<Arc<Allocation>>> = BTreeMap::new();
+        for alloc in std::mem::take(&mut self.allocs) {
+            by_group
+                .entry(alloc.task_group.clone())
+                .or_default()
+                .push(alloc);
+        }
+        for allocs in by_group.values_mut() {
+            sort_allocs(allocs);
+        }
+
+        let job = match self.job {
+            Some(job) if !job.stop => job,
+            _ => {
+                self.handle_stop(&by_group, &mut out);
+                return out;
+            }
+        };
+
+        // Deployment bookkeeping (service jobs only).
+        let mut current_deployment: Option<Deployment> = None;
+        if !self.batch {
+            if let Some(latest) = &self.deployment {
+                let same_version = latest.job_version == job.version
+                    && latest.job_create_index == job.create_index;
+                if same_version {
+                    current_deployment = Some((**latest).clone());
+                } else if latest.active() {
+                    out.deployment_updates.push(DeploymentStatusUpdate {
+                        deployment_id: latest.id.clone(),
+                        status: DEPLOYMENT_STATUS_CANCELLED.to_string(),
+                        status_description: "Cancelled due to newer version of job".to_string(),
+                    });
+                }
+            }
+        }
+        let mut new_deployment: Option<Deployment> = None;
+        let mut complete = true;
+
+        // Groups no longer in the job: stop everything.
+        for (name, allocs) in &by_group {
+            if job.task_group(name).is_none() {
+                let desired = out.desired.entry(name.clone()).or_default();
+                for alloc in allocs.iter().filter(|a| !a.terminal()) {
+                    desired.stop += 1;
+                    out.stop.push(StopRequest {
+                        alloc: alloc.clone(),
+                        description: ALLOC_NOT_NEEDED,
+                        client_status: None,
+                    });
+                }
+            }
+        }
+
+        for group in &job.task_groups {
+            let allocs = by_group.remove(&group.name).unwrap_or_default();
+            let group_complete = self.compute_group(
+                job,
+                group,
+                allocs,
+                current_deployment.as_ref(),
+                &mut new_deployment,
+                &mut out,
+            );
+            complete &= group_complete;
+        }
+
+        if let Some(deployment) = &current_deployment {
+            if complete && deployment.active() {
+                out.deployment_updates.push(DeploymentStatusUpdate {
+                    deployment_id: deployment.id.clone(),
+                    status: DEPLOYMENT_STATUS_SUCCESSFUL.to_string(),
+                    status_description: "Deployment completed successfully".to_string(),
+                });
+            }
+            if deployment.active() {
+                out.deployment_id = Some(deployment.id.clone());
+            }
+        }
+        if let Some(deployment) = new_deployment {
+            out.deployment_id = Some(deployment.id.clone());
+            out.deployment = Some(deployment);
+        }
+        out
+    }
+
+    fn handle_stop(
+        &mut self,
+        by_group: &BTreeMap<String, Vec<Arc<Allocation>>>,
+        out: &mut Reconciliation,
+    ) {
+        if let Some(latest) = &self.deployment {
+            if latest.active() {
+                out.deployment_updates.push(DeploymentStatusUpdate {
+                    deployment_id: latest.id.clone(),
+                    status: DEPLOYMENT_STATUS_CANCELLED.to_string(),
+                    status_description: "Cancelled because job is stopped".to_string(),
+                });
+            }
+        }
+        for (name, allocs) in by_group {
+            let desired = out.desired.entry(name.clone()).or_default();
+            for alloc in allocs.iter().filter(|a| !a.terminal()) {
+                let lost = match self.tainted.get(&alloc.node_id) {
+                    Some(None) => true,
+                    Some(Some(node)) => node_lost(node),
+                    None => false,
+                };
+                desired.stop += 1;
+                out.stop.push(StopRequest {
+                    alloc: alloc.clone(),
+                    description: if lost { ALLOC_LOST } else { ALLOC_NOT_NEEDED },
+                    client_status: lost.then_some(ALLOC_CLIENT_LOST),
+                });
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_lines)]
+    fn compute_group(
+        &mut self,
+        job: &Job,
+        group: &TaskGroup,
+        mut all: Vec<Arc<Allocation>>,
+        deployment: Option<&Deployment>,
+        new_deployment: &mut Option<Deployment>,
+        out: &mut Reconciliation,
+    ) -> bool {
+        let mut desired = DesiredUpdates::default();
+
+        // Batch: terminal allocations of older versions are history.
+        if self.batch {
+            all.retain(|alloc| {
+                let older = alloc
+                    .job
+                    .as_ref()
+                    .is_some_and(|j| j.version < job.version || j.create_index < job.create_index);
+                !(older && alloc.terminal())
+            });
+        }
+
+        // Split by the state of their nodes.
+        let mut untainted = Vec::new();
+        let mut migrate = Vec::new();
+        let mut lost = Vec::new();
+        for alloc in &all {
+            if alloc.terminal() {
+                untainted.push(alloc.clone());
+                continue;
+            }
+            if alloc.desired_transition.migrate == Some(true) {
+                migrate.push(alloc.clone());
+                continue;
+            }
+            match self.tainted.get(&alloc.node_id) {
+                Some(None) => lost.push(alloc.clone()),
+                Some(Some(node)) if node_lost(node) => {
+                    if node.status == NODE_STATUS_DISCONNECTED
+                        && group.max_client_disconnect.is_some()
+                    {
+                        // Keep it until the node reconnects.
+                        untainted.push(alloc.clone());
+                    } else {
+                        lost.push(alloc.clone());
+                    }
+                }
+                Some(Some(node)) if self.migrate_on_drain && node_draining(node) => {
+                    migrate.push(alloc.clone());
+                }
+                _ => untainted.push(alloc.clone()),
+            }
+        }
+
+        // Failed allocations: reschedule now, later, or leave them be.
+        let (mut untainted, reschedule_now, reschedule_later) =
+            self.filter_by_reschedulable(group, untainted);
+        self.create_reschedule_later_evals(job, &reschedule_later, out);
+
+        let mut names = NameIndex::new(
+            &job.id,
+            &group.name,
+            group.count,
+            untainted
+                .iter()
+                .chain(&migrate)
+                .chain(&reschedule_now)
+                .chain(&lost)
+                .map(|a| a.name.as_str()),
+        );
+
+        // Stop what is not needed.
+        for alloc in &lost {
+            out.stop.push(StopRequest {
+                alloc: alloc.clone(),
+                description: ALLOC_LOST,
+                client_status: Some(ALLOC_CLIENT_LOST),
+            });
+            desired.stop += 1;
+        }
+        let stopped = self.compute_stop(group, &mut names, &mut untainted, &mut migrate, out);
+        desired.stop += stopped as u64;
+
+        // Updates of allocations of an older version.
+        let mut destructive = Vec::new();
+        let mut inplace_count = 0usize;
+        let mut kept = Vec::new();
+        for alloc in untainted {
+            match (self.update_fn)(&alloc, job, group) {
+                UpdateDecision::Ignore => {
+                    desired.ignore += 1;
+                    kept.push(alloc);
+                }
+                UpdateDecision::InPlace(updated) => {
+                    desired.in_place_update += 1;
+                    inplace_count += 1;
+                    out.inplace.push(*updated);
+                    kept.push(alloc);
+                }
+                UpdateDecision::Destructive => destructive.push(alloc),
+            }
+        }
+        let untainted = kept;
+
+        // How many replacements this evaluation may make.
+        let update = group
+            .update
+            .as_ref()
+            .filter(|u| u.max_parallel > 0 && !self.batch);
+        let mut limit = match (update, deployment) {
+            (None, _) => usize::MAX,
+            _ if destructive.is_empty() && migrate.is_empty() => usize::MAX,
+            (Some(_), Some(d))
+                if d.status == DEPLOYMENT_STATUS_PAUSED || d.status == DEPLOYMENT_STATUS_FAILED =>
+            {
+                0
+            }
+            (Some(update), deployment) => {
+                let mut limit = update.max_parallel;
+                if let Some(d) = deployment {
+                    for alloc in untainted.iter().chain(&destructive) {
+                        if alloc.deployment_id == d.id && !alloc.terminal() && !is_healthy(alloc) {
+                            limit -= 1;
+                        }
+                    }
+                }
+                limit.max(0) as usize
+            }
+        };
+
+        // Placements: reschedules, lost replacements, missing allocations.
+        let mut place = Vec::new();
+        for alloc in &reschedule_now {
+            let mut request = PlaceRequest::new(alloc.name.clone(), &group.name);
+            request.previous = Some(alloc.clone());
+            request.reschedule = true;
+            place.push(request);
+        }
+        let mut existing =
+            untainted.len() + destructive.len() + migrate.len() + reschedule_now.len();
+        let count = group.count.max(0) as usize;
+        for alloc in &lost {
+            if existing >= count {
+                break;
+            }
+            existing += 1;
+            let mut request = PlaceRequest::new(alloc.name.clone(), &group.name);
+            request.previous = Some(alloc.clone());
+            request.lost = true;
+            place.push(request);
+        }
+        if existing < count {
+            for name in names.next(count - existing) {
+                place.push(PlaceRequest::new(name, &group.name));
+            }
+        }
+        desired.place += place.len() as u64;
+        desired.stop += reschedule_now.len() as u64;
+        limit -= place.len().min(limit);
+
+        // Destructive updates, within the limit.
+        let take = destructive.len().min(limit);
+        desired.destructive_update += take as u64;
+        desired.ignore += (destructive.len() - take) as u64;
+        let destructive_count = destructive.len();
+        for alloc in destructive.iter().take(take) {
+            let mut request = PlaceRequest::new(alloc.name.clone(), &group.name);
+            request.previous = Some(alloc.clone());
+            request.destructive = true;
+            out.destructive.push(request);
+        }
+
+        // Migrations.
+        desired.migrate += migrate.len() as u64;
+        for alloc in &migrate {
+            out.stop.push(StopRequest {
+                alloc: alloc.clone(),
+                description: ALLOC_MIGRATING,
+                client_status: None,
+            });
+            let mut request = PlaceRequest::new(alloc.name.clone(), &group.name);
+            request.previous = Some(alloc.clone());
+            request.migrate = true;
+            place.push(request);
+        }
+        let place_count = place.len();
+        out.place.extend(place);
+
+        // Deployments (service jobs with a rolling update strategy).
+        if let Some(update) = update {
+            let existing_deployment =
+                deployment.is_some_and(|d| d.task_groups.contains_key(&group.name));
+            let updating_spec = destructive_count > 0 || inplace_count > 0;
+            let had_running = all.iter().any(|alloc| {
+                alloc
+                    .job
+                    .as_ref()
+                    .is_some_and(|j| j.version == job.version && j.create_index == job.create_index)
+            });
+            let desired_total = destructive_count + inplace_count + place_count;
+            if !existing_deployment && desired_total > 0 && (!had_running || updating_spec) {
+                let deployment = new_deployment.get_or_insert_with(|| Deployment {
+                    id: self.ids.uuid(),
+                    namespace: job.namespace.clone(),
+                    job_id: job.id.clone(),
+                    job_version: job.version,
+                    job_modify_index: job.modify_index,
+                    job_spec_modify_index: job.job_modify_index,
+                    job_create_index: job.create_index,
+                    is_multiregion: job.is_multiregion(),
+                    task_groups: BTreeMap::new(),
+                    status: DEPLOYMENT_STATUS_RUNNING.to_string(),
+                    status_description: "Deployment is running".to_string(),
+                    create_index: 0,
+                    modify_index: 0,
+                });
+                deployment.task_groups.insert(
+                    group.name.clone(),
+                    DeploymentState {
+                        auto_revert: update.auto_revert,
+                        auto_promote: update.auto_promote,
+                        progress_deadline: update.progress_deadline,
+                        desired_total: group.count,
+                        placed_allocs: (place_count + take) as i64,
+                        ..DeploymentState::default()
+                    },
+                );
+            }
+        }
+
+        out.desired.insert(group.name.clone(), desired);
+
+        let mut group_complete = destructive_count
+            + inplace_count
+            + place_count
+            + reschedule_now.len()
+            + reschedule_later.len()
+            == 0;
+        if group_complete {
+            if let Some(d) = deployment {
+                if let Some(state) = d.task_groups.get(&group.name) {
+                    let healthy = all
+                        .iter()
+                        .filter(|a| a.deployment_id == d.id && !a.terminal() && is_healthy(a))
+                        .count() as i64;
+                    if healthy < state.desired_total.max(state.desired_canaries) {
+                        group_complete = false;
+                    }
+                }
+            }
+        }
+        group_complete
+    }
+
+    /// Splits the untainted allocations into those that count (untainted),
+    /// failed ones to replace now, and failed ones to replace later (with
+    /// their reschedule time).
+    #[allow(clippy::type_complexity)]
+    fn filter_by_reschedulable(
+        &self,
+        group: &TaskGroup,
+        allocs: Vec<Arc<Allocation>>,
+    ) -> (
+        Vec<Arc<Allocation>>,
+        Vec<Arc<Allocation>>,
+        Vec<(Arc<Allocation>, i64)>,
+    ) {
+        let mut untainted = Vec::new();
+        let mut now_list = Vec::new();
+        let mut later = Vec::new();
+        for alloc in allocs {
+            if !alloc.next_allocation.is_empty() && alloc.terminal() {
+                continue;
+            }
+            let (_, ignore) = should_filter(&alloc, self.batch);
+            if ignore {
+                continue;
+            }
+            if alloc.client_status != ALLOC_CLIENT_FAILED {
+                untainted.push(alloc);
+                continue;
+            }
+            if alloc.desired_transition.force_reschedule == Some(true) {
+                now_list.push(alloc);
+                continue;
+            }
+            let policy = policy_of(&alloc, group.reschedule_policy.as_ref());
+            let (time, eligible) = next_reschedule_time(&alloc, policy, self.now);
+            if eligible
+                && (alloc.followup_eval_id == self.eval.id || time - self.now <= RESCHEDULE_WINDOW)
+            {
+                now_list.push(alloc);
+                continue;
+            }
+            if eligible && alloc.followup_eval_id.is_empty() {
+                later.push((alloc.clone(), time));
+            }
+            untainted.push(alloc);
+        }
+        (untainted, now_list, later)
+    }
+
+    /// One follow-up evaluation per batch of failed allocations due within
+    /// a few seconds of each other; the allocations learn its id.
+    fn create_reschedule_later_evals(
+        &mut self,
+        job: &Job,
+        later: &[(Arc<Allocation>, i64)],
+        out: &mut Reconciliation,
+    ) {
+        if later.is_empty() {
+            return;
+        }
+        let mut sorted: Vec<&(Arc<Allocation>, i64)> = later.iter().collect();
+        sorted.sort_by_key(|(alloc, time)| (*time, alloc.id.clone()));
+        let mut batch_start = i64::MIN;
+        let mut eval_id = String::new();
+        for (alloc, time) in sorted {
+            if eval_id.is_empty() || *time - batch_start >= BATCHED_FAILED_ALLOC_WINDOW {
+                batch_start = *time;
+                eval_id = self.ids.uuid();
+                out.followup_evals.push(Evaluation {
+                    id: eval_id.clone(),
+                    namespace: job.namespace.clone(),
+                    priority: self.eval.priority,
+                    r#type: job.r#type.clone(),
+                    triggered_by: EVAL_TRIGGER_RETRY_FAILED_ALLOC.to_string(),
+                    job_id: job.id.clone(),
+                    job_modify_index: job.job_modify_index,
+                    status: EVAL_STATUS_PENDING.to_string(),
+                    status_description: RESCHEDULING_FOLLOWUP_DESC.to_string(),
+                    wait_until: Some(format_rfc3339_nanos(*time)),
+                    previous_eval: self.eval.id.clone(),
+                    create_time: self.now,
+                    modify_time: self.now,
+                    ..Evaluation::default()
+                });
+            }
+            let mut updated = (**alloc).clone();
+            updated.followup_eval_id = eval_id.clone();
+            out.attribute_updates.push(updated);
+        }
+    }
+
+    /// Stops allocations beyond the group's count, highest indexes first,
+    /// migrating ones before running ones. Returns how many.
+    fn compute_stop(
+        &mut self,
+        group: &TaskGroup,
+        names: &mut NameIndex,
+        untainted: &mut Vec<Arc<Allocation>>,
+        migrate: &mut Vec<Arc<Allocation>>,
+        out: &mut Reconciliation,
+    ) -> usize {
+        let count = group.count.max(0) as usize;
+        let mut remove = (untainted.len() + migrate.len()).saturating_sub(count);
+        if remove == 0 {
+            return 0;
+        }
+        let mut stopped = 0;
+        // Terminal allocations are not stopped again, but keep their slot.
+        if !migrate.is_empty() {
+            let migrating = NameIndex::new(
+                self.job_id,
+                &group.name,
+                group.count,
+                migrate.iter().map(|a| a.name.as_str()),
+            );
+            let remove_names = migrating.highest(remove);
+            let mut keep = Vec::new();
+            for alloc in migrate.drain(..) {
+                if remove > 0 && remove_names.contains(&alloc.name) {
+                    if let Some(index) = name_index(&alloc.name) {
+                        names.unset(index);
+                    }
+                    out.stop.push(StopRequest {
+                        alloc,
+                        description: ALLOC_NOT_NEEDED,
+                        client_status: None,
+                    });
+                    stopped += 1;
+                    remove -= 1;
+                } else {
+                    keep.push(alloc);
+                }
+            }
+            *migrate = keep;
+            if remove == 0 {
+                return stopped;
+            }
+        }
+        let remove_names: BTreeSet<String> = names.highest(remove);
+        let mut keep = Vec::new();
+        for alloc in untainted.drain(..) {
+            if remove > 0 && !alloc.terminal() && remove_names.contains(&alloc.name) {
+                out.stop.push(StopRequest {
+                    alloc,
+                    description: ALLOC_NOT_NEEDED,
+                    client_status: None,
+                });
+                stopped += 1;
+                remove -= 1;
+            } else {
+                keep.push(alloc);
+            }
+        }
+        // Duplicate names: stop from the end.
+        while remove > 0 {
+            let Some(pos) = keep.iter().rposition(|a| !a.terminal()) else {
+                break;
+            };
+            let alloc = keep.remove(pos);
+            out.stop.push(StopRequest {
+                alloc,
+                description: ALLOC_NOT_NEEDED,
+                client_status: None,
+            });
+            stopped += 1;
+            remove -= 1;
+        }
+        *untainted = keep;
+        stopped
+    }
+}
+
+/// Whether the allocation runs an older spec than `job`.
+pub fn is_outdated(alloc: &Allocation, job: &Job) -> bool {
+    match job_modify_index_of(alloc) {
+        Some(index) => index != job.job_modify_index,
+        None => alloc.job_version != job.version,
+    }
+}

@@ -1,0 +1,194 @@
+//! In-process: a one-server region's leader turns registered jobs into
+//! allocations through the broker, a worker and the plan applier.
+
+use std::time::{Duration, Instant};
+
+use region_server::scheduler::harness::mock;
+use region_server::state::Command;
+use region_server::{RegionServer, ServerConfig};
+use serde_json::{json, Value};
+
+async fn start() -> (RegionServer, tempfile::TempDir) {
+    ops_kit::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = ops_kit::tls::DevCa::generate().expect("ca");
+    let bundle = ca
+        .issue(ops_kit::tls::Role::Server, "global")
+        .expect("cert");
+    let cfg = ServerConfig::dev("s1", "global", dir.path().join("s1"), bundle);
+    let server = RegionServer::start(cfg).await.expect("start");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.service.is_leader() {
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (server, dir)
+}
+
+async fn register_nodes(server: &RegionServer, range: std::ops::Range<usize>) {
+    for i in range {
+        let mut node = mock::node(i);
+        node.secret_id = format!("secret-{i}");
+        server
+            .service
+            .write(Command::NodeRegister {
+                node: Box::new(node),
+                evals: Vec::new(),
+                now: 0,
+            })
+            .await
+            .expect("register node");
+    }
+}
+
+fn job(id: &str, count: u32, memory_mb: u32) -> Value {
+    json!({"Job": {
+        "ID": id,
+        "Datacenters": ["dc1"],
+        "TaskGroups": [{
+            "Name": "web",
+            "Count": count,
+            "Tasks": [{
+                "Name": "app",
+                "Driver": "mock_driver",
+                "Config": {"run_for": "1h"},
+                "Resources": {"CPU": 100, "MemoryMB": memory_mb}
+            }]
+        }]
+    }})
+}
+
+async fn get(base: &str, path: &str) -> Value {
+    reqwest::get(format!("{base}{path}"))
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn wait_for<F: Fn(&Value) -> bool>(base: &str, path: &str, what: &str, f: F) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = get(base, path).await;
+        if f(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: last {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn running(allocs: &Value) -> usize {
+    allocs
+        .as_array()
+        .map(|a| a.iter().filter(|x| x["DesiredStatus"] == "run").count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_are_placed_stopped_and_blocked_until_capacity() {
+    let (server, _dir) = start().await;
+    let base = format!("http://{}", server.http_addr);
+    register_nodes(&server, 0..3).await;
+    let client = reqwest::Client::new();
+
+    // Placed: five allocations spread over the three nodes.
+    let r: Value = client
+        .put(format!("{base}/v1/jobs"))
+        .json(&job("web", 5, 256))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("json");
+    let eval_id = r["EvalID"].as_str().expect("eval id").to_string();
+    let allocs = wait_for(&base, "/v1/job/web/allocations", "5 allocations", |v| {
+        running(v) == 5
+    })
+    .await;
+    for a in allocs.as_array().expect("list") {
+        assert_eq!(a["JobID"], "web");
+        assert!(a["NodeID"].as_str().is_some_and(|n| !n.is_empty()));
+    }
+    wait_for(
+        &base,
+        &format!("/v1/evaluation/{eval_id}"),
+        "eval complete",
+        |v| v["Status"] == "complete",
+    )
+    .await;
+
+    // Scaled down: two are stopped.
+    client
+        .put(format!("{base}/v1/jobs"))
+        .json(&job("web", 3, 256))
+        .send()
+        .await
+        .expect("update");
+    wait_for(&base, "/v1/job/web/allocations", "3 running", |v| {
+        running(v) == 3
+    })
+    .await;
+
+    // Too big for any node: blocked, then placed when a large node joins.
+    let r: Value = client
+        .put(format!("{base}/v1/jobs"))
+        .json(&job("big", 1, 10_000))
+        .send()
+        .await
+        .expect("register big")
+        .json()
+        .await
+        .expect("json");
+    let eval_id = r["EvalID"].as_str().expect("eval id").to_string();
+    let eval = wait_for(
+        &base,
+        &format!("/v1/evaluation/{eval_id}"),
+        "failed placement",
+        |v| {
+            v["Status"] == "complete"
+                && !v["FailedTGAllocs"].is_null()
+                && v["FailedTGAllocs"] != json!({})
+        },
+    )
+    .await;
+    assert!(
+        !eval["BlockedEval"].as_str().unwrap_or_default().is_empty(),
+        "{eval}"
+    );
+    assert_eq!(running(&get(&base, "/v1/job/big/allocations").await), 0);
+    let mut large = mock::node(10);
+    large.secret_id = "s".into();
+    large.node_resources.memory.memory_mb = 32_768;
+    server
+        .service
+        .write(Command::NodeRegister {
+            node: Box::new(large),
+            evals: Vec::new(),
+            now: 0,
+        })
+        .await
+        .expect("large node");
+    let allocs = wait_for(&base, "/v1/job/big/allocations", "big placed", |v| {
+        running(v) == 1
+    })
+    .await;
+    assert_eq!(allocs[0]["NodeID"], mock::node_id(10));
+
+    // Stopped: every allocation is told to stop.
+    client
+        .delete(format!("{base}/v1/job/web"))
+        .send()
+        .await
+        .expect("stop");
+    wait_for(&base, "/v1/job/web/allocations", "all stopped", |v| {
+        running(v) == 0
+    })
+    .await;
+    server.shutdown().await;
+}
