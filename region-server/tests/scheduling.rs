@@ -192,3 +192,202 @@ async fn jobs_are_placed_stopped_and_blocked_until_capacity() {
     .await;
     server.shutdown().await;
 }
+
+async fn send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = client.request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plan_drain_eligibility_stop_and_gc() {
+    let (server, _dir) = start().await;
+    let base = format!("http://{}", server.http_addr);
+    register_nodes(&server, 0..2).await;
+    let c = reqwest::Client::new();
+
+    // A dry run places without committing anything.
+    let (status, plan) = send(
+        &c,
+        reqwest::Method::PUT,
+        format!("{base}/v1/job/web/plan"),
+        Some(json!({"Job": job("web", 4, 256)["Job"], "Diff": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(
+        plan["Annotations"]["DesiredTGUpdates"]["web"]["Place"], 4,
+        "{plan}"
+    );
+    assert_eq!(plan["Diff"]["Type"], "Added");
+    let (status, _) = send(&c, reqwest::Method::GET, format!("{base}/v1/job/web"), None).await;
+    assert_eq!(status, 404, "plan must not register the job");
+    // A plan that can't fit says why.
+    let (_, plan) = send(
+        &c,
+        reqwest::Method::PUT,
+        format!("{base}/v1/job/huge/plan"),
+        Some(json!({"Job": job("huge", 1, 100_000)["Job"]})),
+    )
+    .await;
+    assert!(plan["FailedTGAllocs"]["web"].is_object(), "{plan}");
+
+    send(
+        &c,
+        reqwest::Method::PUT,
+        format!("{base}/v1/jobs"),
+        Some(job("web", 4, 256)),
+    )
+    .await;
+    let allocs = wait_for(&base, "/v1/job/web/allocations", "4 placed", |v| {
+        running(v) == 4
+    })
+    .await;
+    let (_, plan) = send(
+        &c,
+        reqwest::Method::PUT,
+        format!("{base}/v1/job/web/plan"),
+        Some(json!({"Job": job("web", 4, 256)["Job"], "Diff": true})),
+    )
+    .await;
+    assert_eq!(plan["Diff"]["Type"], "None", "{plan}");
+    assert_eq!(
+        plan["Annotations"]["DesiredTGUpdates"]["web"]["Ignore"], 4,
+        "{plan}"
+    );
+
+    // Draining node 0 moves its allocations to node 1.
+    let n0 = mock::node_id(0);
+    let (status, r) = send(
+        &c,
+        reqwest::Method::POST,
+        format!("{base}/v1/node/{n0}/drain"),
+        Some(json!({"DrainSpec": {"Deadline": 60_000_000_000u64}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let node = get(&base, &format!("/v1/node/{n0}")).await;
+    assert_eq!(node["SchedulingEligibility"], "ineligible");
+    assert_eq!(node["Drain"], true);
+    wait_for(&base, "/v1/job/web/allocations", "all on node 1", |v| {
+        let live: Vec<&Value> = v
+            .as_array()
+            .map(|a| a.iter().filter(|x| x["DesiredStatus"] == "run").collect())
+            .unwrap_or_default();
+        live.len() == 4 && live.iter().all(|a| a["NodeID"] == mock::node_id(1))
+    })
+    .await;
+    // Eligibility can't be set while draining; after the drain ends it can.
+    let (status, _) = send(
+        &c,
+        reqwest::Method::POST,
+        format!("{base}/v1/node/{n0}/eligibility"),
+        Some(json!({"Eligibility": "eligible"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = send(
+        &c,
+        reqwest::Method::POST,
+        format!("{base}/v1/node/{n0}/drain"),
+        Some(json!({"DrainSpec": null, "MarkEligible": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        get(&base, &format!("/v1/node/{n0}")).await["SchedulingEligibility"],
+        "eligible"
+    );
+    let (status, _) = send(
+        &c,
+        reqwest::Method::POST,
+        format!("{base}/v1/node/{n0}/eligibility"),
+        Some(json!({"Eligibility": "maybe"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // Stopping one allocation replaces it.
+    let victim = allocs[0]["ID"].as_str().expect("id").to_string();
+    let (status, r) = send(
+        &c,
+        reqwest::Method::POST,
+        format!("{base}/v1/allocation/{victim}/stop"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    wait_for(&base, "/v1/job/web/allocations", "replacement", |v| {
+        running(v) == 4
+            && v.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["ID"] == victim.as_str() && x["DesiredStatus"] != "run")
+            })
+    })
+    .await;
+
+    // Stop the job, then GC removes it and its terminal allocations.
+    send(
+        &c,
+        reqwest::Method::DELETE,
+        format!("{base}/v1/job/web"),
+        None,
+    )
+    .await;
+    wait_for(&base, "/v1/job/web/allocations", "stopped", |v| {
+        running(v) == 0
+    })
+    .await;
+    let allocs = get(&base, "/v1/job/web/allocations").await;
+    let ids: Vec<String> = allocs
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|a| a["ID"].as_str().map(str::to_string))
+        .collect();
+    // Terminal from the client's side too, as a client would report.
+    let updates = ids
+        .iter()
+        .map(|id| proto::model::Allocation {
+            id: id.clone(),
+            client_status: "complete".into(),
+            ..Default::default()
+        })
+        .collect();
+    server
+        .service
+        .write(Command::AllocClientUpdate {
+            allocs: updates,
+            evals: Vec::new(),
+        })
+        .await
+        .expect("client update");
+    let (status, _) = send(
+        &c,
+        reqwest::Method::PUT,
+        format!("{base}/v1/system/gc"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = send(&c, reqwest::Method::GET, format!("{base}/v1/job/web"), None).await;
+    assert_eq!(
+        status, 404,
+        "a stopped job with only terminal allocations is collected"
+    );
+    assert_eq!(get(&base, "/v1/job/web/allocations").await, json!([]));
+    server.shutdown().await;
+}

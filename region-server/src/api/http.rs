@@ -5,7 +5,7 @@
 //! `X-Nomad-LastContact`. Errors are plain text with Nomad's statuses.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
@@ -20,7 +20,7 @@ use proto::model::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::query::{paginate, QueryOptions};
@@ -70,7 +70,34 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/job/{id}/summary", get(job_summary))
         .route("/v1/job/{id}/allocations", get(job_allocations))
         .route("/v1/job/{id}/evaluations", get(job_evaluations))
+        .route("/v1/job/{id}/plan", put(plan_job).post(plan_job))
+        .route(
+            "/v1/job/{id}/evaluate",
+            put(evaluate_job).post(evaluate_job),
+        )
+        .route("/v1/job/{id}/deployments", get(job_deployments))
+        .route("/v1/job/{id}/deployment", get(job_latest_deployment))
         .route("/v1/validate/job", put(validate_job).post(validate_job))
+        .route("/v1/node/{id}/drain", put(drain_node).post(drain_node))
+        .route(
+            "/v1/node/{id}/eligibility",
+            put(node_eligibility).post(node_eligibility),
+        )
+        .route(
+            "/v1/node/{id}/evaluate",
+            put(evaluate_node).post(evaluate_node),
+        )
+        .route(
+            "/v1/allocation/{id}/stop",
+            put(stop_allocation).post(stop_allocation),
+        )
+        .route("/v1/deployments", get(list_deployments))
+        .route("/v1/deployment/{id}", get(get_deployment))
+        .route(
+            "/v1/deployment/allocations/{id}",
+            get(deployment_allocations),
+        )
+        .route("/v1/system/gc", put(system_gc))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/node/{id}", get(get_node))
         .route("/v1/node/{id}/allocations", get(node_allocations))
@@ -136,12 +163,7 @@ async fn track(State(state): State<ApiState>, req: Request, next: Next) -> Respo
     resp
 }
 
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+use crate::leader::now_ns;
 
 /// Parse a JSON body, naming the offending field on error.
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
@@ -839,4 +861,330 @@ fn prometheus_text(s: &ApiState) -> Response {
         ops_kit::telemetry::encode_prometheus(&s.metrics.registry),
     )
         .into_response()
+}
+
+// ---- scheduling: plan, evaluate, drain, eligibility, alloc stop, deployments, gc ----
+
+/// `PUT /v1/job/{id}/plan` body.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct JobPlanRequest {
+    job: Option<Job>,
+    diff: bool,
+}
+
+async fn plan_job(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    query: Q,
+    body: Bytes,
+) -> ApiResult {
+    let q = s.query(query)?;
+    let req: JobPlanRequest = parse_body(&body)?;
+    let Some(mut job) = req.job else {
+        return Err(ApiError::bad_request("Job must be specified"));
+    };
+    if job.id != id {
+        return Err(ApiError::bad_request(format!(
+            "Job ID \"{}\" does not match the URL's \"{id}\"",
+            job.id
+        )));
+    }
+    prepare_job(&s, &q, &mut job)?;
+    let t = s.service.read(q.stale).await?;
+    let existing = t.job(&job.namespace, &job.id);
+    let diff_type = match &existing {
+        None => "Added",
+        Some(old) if old.spec_changed(&job) => "Edited",
+        Some(_) => "None",
+    };
+    // Dry run: the scheduler sees the state as if the job were registered.
+    let mut overlay: Tables = (*t).clone();
+    let now = now_ns();
+    let mut eval = new_eval(&job, "job-register", now);
+    let raft_index = overlay.index + 1;
+    overlay.apply(
+        raft_index,
+        Command::JobRegister {
+            job: Box::new(job.clone()),
+            eval: None,
+            now,
+            enforce_index: None,
+        },
+    );
+    eval.modify_index = overlay.effective(raft_index);
+    let registered = overlay
+        .job(&job.namespace, &job.id)
+        .ok_or_else(|| ApiError::internal("plan: job missing from the dry-run state"))?;
+    let config = crate::scheduler::SchedulerConfig::default();
+    let ctx = crate::scheduler::SchedulerContext {
+        state: &overlay,
+        now,
+        config: &config,
+        rng_seed: now as u64,
+    };
+    let result = crate::scheduler::process(&ctx, &eval)
+        .map_err(|e| ApiError::internal(format!("plan: {e}")))?;
+    let diff = req.diff.then(|| json!({ "Type": diff_type, "ID": job.id }));
+    s.json(
+        t.table_index(table::JOBS),
+        &json!({
+            "Annotations": result.annotations,
+            "FailedTGAllocs": if result.eval_update.failed_tg_allocs.is_empty() { Value::Null } else { serde_json::to_value(&result.eval_update.failed_tg_allocs).unwrap_or(Value::Null) },
+            "JobModifyIndex": existing.map(|j| j.job_modify_index).unwrap_or(0),
+            "CreatedEvals": Value::Null,
+            "Diff": diff,
+            "Index": t.table_index(table::JOBS),
+            "NextPeriodicLaunch": Value::Null,
+            "Warnings": "",
+            "Version": registered.version,
+        }),
+    )
+}
+
+/// Commit evaluations and answer with Nomad's eval-creating response shape.
+async fn create_evals(
+    s: &ApiState,
+    cmd: Command,
+    first_eval: Option<String>,
+    job_modify_index: u64,
+) -> ApiResult {
+    let (resp, index) = s.service.write(cmd).await?;
+    match resp {
+        CommandResponse::NotFound(m) => return Err(ApiError::not_found(m)),
+        CommandResponse::Conflict(m) => return Err(ApiError::bad_request(m)),
+        _ => {}
+    }
+    let index = s.service.effective_index(index);
+    s.json(
+        index,
+        &json!({
+            "EvalID": first_eval.unwrap_or_default(),
+            "EvalIDs": Value::Null,
+            "EvalCreateIndex": index,
+            "JobModifyIndex": job_modify_index,
+            "NodeModifyIndex": index,
+            "Index": index,
+        }),
+    )
+}
+
+async fn evaluate_job(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.service.read(false).await?;
+    let job = t
+        .job(&q.namespace, &id)
+        .ok_or_else(|| ApiError::not_found("job not found"))?;
+    let eval = new_eval(&job, "job-eval", now_ns());
+    let eval_id = eval.id.clone();
+    create_evals(
+        &s,
+        Command::EvalUpsert { evals: vec![eval] },
+        Some(eval_id),
+        job.job_modify_index,
+    )
+    .await
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct DrainRequest {
+    drain_spec: Option<DrainSpec>,
+    mark_eligible: bool,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct DrainSpec {
+    deadline: i64,
+    ignore_system_jobs: bool,
+}
+
+async fn drain_node(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    query: Q,
+    body: Bytes,
+) -> ApiResult {
+    s.query(query)?;
+    let req: DrainRequest = parse_body(&body)?;
+    let t = s.service.read(false).await?;
+    if !t.nodes.contains_key(&id) {
+        return Err(ApiError::not_found("node not found"));
+    }
+    let now = now_ns();
+    let drain = match req.drain_spec {
+        Some(spec) => Some(Some(proto::model::DrainStrategy {
+            deadline: spec.deadline,
+            ignore_system_jobs: spec.ignore_system_jobs,
+            force_deadline: (spec.deadline > 0)
+                .then(|| proto::model::time::format_rfc3339(now + spec.deadline)),
+            started_at: Some(proto::model::time::format_rfc3339(now)),
+        })),
+        None => Some(None),
+    };
+    let draining = matches!(drain, Some(Some(_)));
+    let eligibility = (!draining && req.mark_eligible).then(|| "eligible".to_string());
+    let evals = crate::client_rpc::evals_for_node(&t, &id, "node-drain");
+    let first = evals.first().map(|e| e.id.clone());
+    create_evals(
+        &s,
+        Command::NodeSchedulingUpdate {
+            node_id: id,
+            drain,
+            eligibility,
+            evals,
+        },
+        first,
+        0,
+    )
+    .await
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct EligibilityRequest {
+    eligibility: String,
+}
+
+async fn node_eligibility(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    query: Q,
+    body: Bytes,
+) -> ApiResult {
+    s.query(query)?;
+    let req: EligibilityRequest = parse_body(&body)?;
+    if req.eligibility != "eligible" && req.eligibility != "ineligible" {
+        return Err(ApiError::bad_request(format!(
+            "Eligibility: must be \"eligible\" or \"ineligible\", got {:?}",
+            req.eligibility
+        )));
+    }
+    let t = s.service.read(false).await?;
+    if !t.nodes.contains_key(&id) {
+        return Err(ApiError::not_found("node not found"));
+    }
+    let evals = if req.eligibility == "eligible" {
+        crate::client_rpc::evals_for_node(&t, &id, "node-update")
+    } else {
+        Vec::new()
+    };
+    let first = evals.first().map(|e| e.id.clone());
+    create_evals(
+        &s,
+        Command::NodeSchedulingUpdate {
+            node_id: id,
+            drain: None,
+            eligibility: Some(req.eligibility),
+            evals,
+        },
+        first,
+        0,
+    )
+    .await
+}
+
+async fn evaluate_node(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
+    s.query(query)?;
+    let t = s.service.read(false).await?;
+    if !t.nodes.contains_key(&id) {
+        return Err(ApiError::not_found("node not found"));
+    }
+    let evals = crate::client_rpc::evals_for_node(&t, &id, "node-update");
+    let first = evals.first().map(|e| e.id.clone());
+    create_evals(&s, Command::EvalUpsert { evals }, first, 0).await
+}
+
+async fn stop_allocation(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
+    s.query(query)?;
+    let t = s.service.read(false).await?;
+    let a = by_id(&t.allocs, &id, "alloc")?.clone();
+    let job = t
+        .job(&a.namespace, &a.job_id)
+        .ok_or_else(|| ApiError::not_found("job of the allocation not found"))?;
+    let eval = new_eval(&job, "alloc-stop", now_ns());
+    let eval_id = eval.id.clone();
+    create_evals(
+        &s,
+        Command::AllocMigrate {
+            alloc_ids: vec![a.id.clone()],
+            evals: vec![eval],
+        },
+        Some(eval_id),
+        job.job_modify_index,
+    )
+    .await
+}
+
+async fn list_deployments(State(s): State<ApiState>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::DEPLOYMENTS]).await?;
+    let items = id_range(&t.deployments, &q)
+        .filter(|(_, d)| ns_matches(&q, &d.namespace))
+        .map(|(id, d)| (id.clone(), (**d).clone()));
+    s.page(t.table_index(table::DEPLOYMENTS), items, &q)
+}
+
+async fn get_deployment(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::DEPLOYMENTS]).await?;
+    let d = by_id(&t.deployments, &id, "deployment")?;
+    s.json(t.table_index(table::DEPLOYMENTS), &**d)
+}
+
+async fn deployment_allocations(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    query: Q,
+) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::DEPLOYMENTS, table::ALLOCS]).await?;
+    let d = by_id(&t.deployments, &id, "deployment")?;
+    let allocs: Vec<_> = t
+        .allocs_by_job(&d.namespace, &d.job_id)
+        .iter()
+        .filter(|a| a.deployment_id == id)
+        .map(|a| a.stub())
+        .collect();
+    s.json(t.max_index(&[table::DEPLOYMENTS, table::ALLOCS]), &allocs)
+}
+
+fn job_deployments_sorted(t: &Tables, ns: &str, job_id: &str) -> Vec<proto::model::Deployment> {
+    let mut ds: Vec<_> = t
+        .deployments
+        .values()
+        .filter(|d| d.namespace == ns && d.job_id == job_id)
+        .map(|d| (**d).clone())
+        .collect();
+    ds.sort_by_key(|d| std::cmp::Reverse(d.create_index));
+    ds
+}
+
+async fn job_deployments(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::DEPLOYMENTS]).await?;
+    s.json(
+        t.table_index(table::DEPLOYMENTS),
+        &job_deployments_sorted(&t, &q.namespace, &id),
+    )
+}
+
+async fn job_latest_deployment(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    query: Q,
+) -> ApiResult {
+    let q = s.query(query)?;
+    let t = s.read(&q, &[table::DEPLOYMENTS]).await?;
+    let latest = job_deployments_sorted(&t, &q.namespace, &id)
+        .into_iter()
+        .next();
+    s.json(t.table_index(table::DEPLOYMENTS), &latest)
+}
+
+async fn system_gc(State(s): State<ApiState>, query: Q) -> ApiResult {
+    s.query(query)?;
+    let (_, index) = s.service.write(Command::Gc).await?;
+    s.json(s.service.effective_index(index), &Value::Null)
 }

@@ -139,6 +139,28 @@ pub enum Command {
         /// Evaluations to create (e.g. to reschedule failed allocations).
         evals: Vec<Evaluation>,
     },
+    /// An operator changed a node's drain or eligibility.
+    NodeSchedulingUpdate {
+        /// Node id.
+        node_id: String,
+        /// `Some(Some(strategy))` starts a drain, `Some(None)` ends it,
+        /// `None` leaves it.
+        drain: Option<Option<proto::model::DrainStrategy>>,
+        /// New eligibility (`eligible`/`ineligible`), if changed.
+        eligibility: Option<String>,
+        /// Evaluations to create.
+        evals: Vec<Evaluation>,
+    },
+    /// Ask the scheduler to move allocations (`/v1/allocation/{id}/stop`).
+    AllocMigrate {
+        /// Allocation ids.
+        alloc_ids: Vec<String>,
+        /// Evaluations to create.
+        evals: Vec<Evaluation>,
+    },
+    /// Garbage collection: remove terminal evaluations and allocations and
+    /// stopped jobs whose allocations are all terminal.
+    Gc,
     /// Create or replace evaluations.
     EvalUpsert {
         /// The evaluations.
@@ -298,6 +320,57 @@ impl Tables {
                 for eval in evals {
                     self.upsert_eval(index, eval);
                 }
+                CommandResponse::Ok
+            }
+            Command::NodeSchedulingUpdate {
+                node_id,
+                drain,
+                eligibility,
+                evals,
+            } => {
+                let Some(old) = self.nodes.get(&node_id) else {
+                    return CommandResponse::NotFound(format!("node not found: {node_id}"));
+                };
+                let mut node = (**old).clone();
+                if let Some(d) = drain {
+                    node.drain = d.is_some();
+                    if d.is_some() {
+                        node.scheduling_eligibility = "ineligible".into();
+                    }
+                    node.drain_strategy = d;
+                }
+                if let Some(e) = eligibility {
+                    if node.drain && e == "eligible" {
+                        return CommandResponse::Conflict(
+                            "can not set eligibility while a node is draining".into(),
+                        );
+                    }
+                    node.scheduling_eligibility = e;
+                }
+                node.modify_index = index;
+                self.nodes.insert(node_id, Arc::new(node));
+                self.touch(table::NODES, index);
+                for eval in evals {
+                    self.upsert_eval(index, eval);
+                }
+                CommandResponse::Ok
+            }
+            Command::AllocMigrate { alloc_ids, evals } => {
+                for id in alloc_ids {
+                    let Some(old) = self.allocs.get(&id) else {
+                        return CommandResponse::NotFound(format!("alloc not found: {id}"));
+                    };
+                    let mut a = (**old).clone();
+                    a.desired_transition.migrate = Some(true);
+                    self.upsert_alloc(index, a);
+                }
+                for eval in evals {
+                    self.upsert_eval(index, eval);
+                }
+                CommandResponse::Ok
+            }
+            Command::Gc => {
+                self.gc(index);
                 CommandResponse::Ok
             }
             Command::AllocClientUpdate { allocs, evals } => {
@@ -573,6 +646,80 @@ impl Tables {
             .insert((alloc.node_id.clone(), alloc.id.clone()), ());
         self.allocs.insert(alloc.id.clone(), Arc::new(alloc));
         self.touch(table::ALLOCS, index);
+    }
+
+    /// Remove what is over: stopped jobs with no live allocation (and their
+    /// versions and summaries), terminal allocations of such jobs or of
+    /// jobs that are gone, and terminal evaluations of jobs that are gone or
+    /// have no pending work.
+    fn gc(&mut self, index: u64) {
+        let live_alloc = |a: &Allocation| !a.terminal();
+        let dead_jobs: Vec<NsKey> = self
+            .jobs
+            .iter()
+            .filter(|(k, j)| {
+                j.stop && !self.allocs_by_job(&k.0, &k.1).iter().any(|a| live_alloc(a))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &dead_jobs {
+            self.jobs.remove(k);
+            self.job_summaries.remove(k);
+            let versions: Vec<_> = self
+                .job_versions
+                .range((k.0.clone(), k.1.clone(), 0)..=(k.0.clone(), k.1.clone(), u64::MAX))
+                .map(|(v, _)| v.clone())
+                .collect();
+            for v in versions {
+                self.job_versions.remove(&v);
+            }
+        }
+        let gone_allocs: Vec<Arc<Allocation>> = self
+            .allocs
+            .values()
+            .filter(|a| {
+                a.terminal()
+                    && !self
+                        .jobs
+                        .contains_key(&(a.namespace.clone(), a.job_id.clone()))
+            })
+            .cloned()
+            .collect();
+        for a in &gone_allocs {
+            self.allocs.remove(&a.id);
+            self.allocs_by_job
+                .remove(&(a.namespace.clone(), a.job_id.clone(), a.id.clone()));
+            self.allocs_by_node
+                .remove(&(a.node_id.clone(), a.id.clone()));
+            self.allocs_by_modify
+                .remove(&(a.modify_index, a.id.clone()));
+        }
+        let gone_evals: Vec<Arc<Evaluation>> = self
+            .evals
+            .values()
+            .filter(|e| {
+                matches!(e.status.as_str(), "complete" | "failed" | "canceled")
+                    && !self
+                        .jobs
+                        .contains_key(&(e.namespace.clone(), e.job_id.clone()))
+            })
+            .cloned()
+            .collect();
+        for e in &gone_evals {
+            self.evals.remove(&e.id);
+            self.evals_by_job
+                .remove(&(e.namespace.clone(), e.job_id.clone(), e.id.clone()));
+            self.evals_by_modify.remove(&(e.modify_index, e.id.clone()));
+        }
+        if !dead_jobs.is_empty() {
+            self.touch(table::JOBS, index);
+        }
+        if !gone_allocs.is_empty() {
+            self.touch(table::ALLOCS, index);
+        }
+        if !gone_evals.is_empty() {
+            self.touch(table::EVALS, index);
+        }
     }
 
     /// Keep the job summary's per-group counts in step with an allocation's
