@@ -285,7 +285,7 @@ impl ClientService for ClientGrpc {
                         .allocs_by_node(&auth.node_id)
                         .into_iter()
                         .filter(|a| a.modify_index > seen || (first && seen == 0))
-                        .map(|a| (*a).clone())
+                        .map(|a| t.alloc_with_job(&a))
                         .collect();
                     if !allocs.is_empty() || first {
                         let ev = AllocWatchEvent { allocs, index };

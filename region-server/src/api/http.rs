@@ -596,7 +596,7 @@ async fn get_allocation(State(s): State<ApiState>, Path(id): Path<String>, query
     let q = s.query(query)?;
     let t = s.read(&q, &[table::ALLOCS]).await?;
     let a = by_id(&t.allocs, &id, "alloc")?;
-    s.json(t.table_index(table::ALLOCS), &**a)
+    s.json(t.table_index(table::ALLOCS), &t.alloc_with_job(a))
 }
 
 async fn list_evaluations(State(s): State<ApiState>, query: Q) -> ApiResult {

@@ -369,12 +369,17 @@ async fn plan_applier(
         let mut partial = Vec::with_capacity(batch.len());
         for sub in &batch {
             let result = scheduler::evaluate_plan(&overlay, &sub.plan);
+            // The state keeps allocations without an embedded job copy, so
+            // the Raft entry need not carry one per allocation either.
             let accepted: Vec<Allocation> = result
                 .node_update
                 .values()
                 .chain(result.node_allocation.values())
                 .flatten()
-                .cloned()
+                .map(|a| Allocation {
+                    job: None,
+                    ..a.clone()
+                })
                 .collect();
             // Later plans in this batch are checked against this one's effect.
             let scratch_index = overlay.index;
@@ -385,7 +390,12 @@ async fn plan_applier(
                 },
             );
             allocs.extend(accepted);
-            evals.extend(sub.evals.iter().cloned());
+            let rejected = !result.rejected_nodes.is_empty();
+            // A partially rejected plan is planned again; its evaluation is
+            // written with the final attempt only.
+            if !rejected {
+                evals.extend(sub.evals.iter().cloned());
+            }
             deployments.extend(result.deployment.clone());
             for u in &result.deployment_updates {
                 let current = deployments
@@ -405,7 +415,7 @@ async fn plan_applier(
                     deployments.push(d);
                 }
             }
-            partial.push(!result.rejected_nodes.is_empty());
+            partial.push(rejected);
         }
         let cmd = Command::PlanResults {
             allocs,

@@ -17,6 +17,8 @@ use crate::state::Tables;
 
 /// Filter reason for a node without a task's driver.
 pub const FILTER_MISSING_DRIVERS: &str = "missing drivers";
+/// Filter reason for a node without a requested host volume.
+pub const FILTER_HOST_VOLUMES: &str = "missing compatible host volumes";
 /// Filter reason for a node already running the job or group.
 pub const FILTER_DISTINCT_HOSTS: &str = "distinct_hosts";
 
@@ -240,20 +242,31 @@ impl Feasibility {
             return Ok(());
         };
         let key = (group.name.clone(), class);
-        if self.use_cache && !checks.escaped {
-            if let Some(result) = self.group_cache.get(&key) {
-                return result.clone();
-            }
-        }
-        let result = if !has_drivers(node, &checks.drivers) {
-            Err(FILTER_MISSING_DRIVERS.to_string())
+        let cached = if self.use_cache && !checks.escaped {
+            self.group_cache.get(&key).cloned()
         } else {
-            check_constraints(&mut self.operands, &checks.constraints, node)
+            None
         };
-        if !checks.escaped {
-            self.group_cache.insert(key, result.clone());
+        let result = match cached {
+            Some(result) => result,
+            None => {
+                let result = if !has_drivers(node, &checks.drivers) {
+                    Err(FILTER_MISSING_DRIVERS.to_string())
+                } else {
+                    check_constraints(&mut self.operands, &checks.constraints, node)
+                };
+                if !checks.escaped {
+                    self.group_cache.insert(key, result.clone());
+                }
+                result
+            }
+        };
+        result?;
+        // Host volumes are not part of the computed class: never cached.
+        if !has_host_volumes(node, group) {
+            return Err(FILTER_HOST_VOLUMES.to_string());
         }
-        result
+        Ok(())
     }
 
     /// Whether some constraint refers to a unique node property, so class
@@ -313,6 +326,31 @@ pub fn has_drivers(node: &Node, drivers: &BTreeSet<String>) -> bool {
             .attributes
             .get(&format!("driver.{driver}"))
             .is_some_and(|value| parse_bool(value)),
+    })
+}
+
+/// Whether the node offers every host volume the group asks for (volumes of
+/// type `host`, by `Source`), writable when the request is.
+pub fn has_host_volumes(node: &Node, group: &TaskGroup) -> bool {
+    group.volumes.values().all(|request| {
+        let field = |name: &str| request.get(name).and_then(serde_json::Value::as_str);
+        let kind = field("Type").unwrap_or("host");
+        if !kind.is_empty() && !kind.eq_ignore_ascii_case("host") {
+            return true;
+        }
+        let Some(source) = field("Source").filter(|s| !s.is_empty()) else {
+            return true;
+        };
+        let Some(offered) = node.host_volumes.get(source) else {
+            return false;
+        };
+        let read_only = |value: &serde_json::Value| {
+            value
+                .get("ReadOnly")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false)
+        };
+        read_only(request) || !read_only(offered)
     })
 }
 

@@ -16,7 +16,7 @@ use super::{
     evaluate_plan, process, Plan, PlanResult, SchedulerConfig, SchedulerContext, SchedulerError,
     SchedulerResult,
 };
-use crate::state::{table, Command, Tables};
+use crate::state::{Command, Tables};
 
 /// Builders of typical nodes, jobs and allocations.
 pub mod mock {
@@ -249,22 +249,18 @@ impl Harness {
         self.upsert_allocs(allocs);
     }
 
-    /// Creates or replaces a deployment (there is no command for it yet).
-    pub fn upsert_deployment(&mut self, mut deployment: Deployment) {
-        let index = self.state.index + 1;
-        self.state.index = index;
-        if let Some(old) = self.state.deployments.get(&deployment.id) {
-            deployment.create_index = old.create_index;
-        } else {
-            deployment.create_index = index;
-        }
-        deployment.modify_index = index;
-        self.state
-            .deployments
-            .insert(deployment.id.clone(), Arc::new(deployment));
-        self.state
-            .table_index
-            .insert(table::DEPLOYMENTS.to_string(), index);
+    /// Changes one stored allocation.
+    pub fn update_alloc(&mut self, id: &str, change: impl Fn(&mut Allocation)) {
+        self.update_allocs(&[id.to_string()], change);
+    }
+
+    /// Creates or replaces a deployment.
+    pub fn upsert_deployment(&mut self, deployment: Deployment) {
+        self.apply(Command::PlanResults {
+            allocs: Vec::new(),
+            evals: Vec::new(),
+            deployments: vec![deployment],
+        });
     }
 
     /// A pending evaluation of `job` with a fresh id.
@@ -311,46 +307,60 @@ impl Harness {
     }
 
     /// Runs the scheduler, applies its plan (through `evaluate_plan`) and
-    /// stores the evaluations it produced. Panics if the scheduler errors.
+    /// stores the evaluations it produced, in one `PlanResults` command as
+    /// the leader's plan applier does. Panics if the scheduler errors.
     pub fn process(&mut self, eval: &Evaluation) -> SchedulerResult {
         let result = self.schedule(eval).expect("scheduler succeeds");
-        self.apply_plan(&result.plan);
         let mut evals = vec![result.eval_update.clone()];
         evals.extend(result.blocked_eval.clone());
         evals.extend(result.followup_evals.iter().cloned());
-        self.apply(Command::EvalUpsert { evals });
+        self.commit_plan(&result.plan, evals);
         self.results.push(result.clone());
         result
     }
 
     /// Checks a plan against the current state and commits what fits.
     pub fn apply_plan(&mut self, plan: &Plan) -> PlanResult {
-        let result = evaluate_plan(&self.state, plan);
-        self.commit(&result);
-        self.plan_results.push(result.clone());
-        result
+        self.commit_plan(plan, Vec::new())
     }
 
-    /// Commits an evaluated plan.
-    pub fn commit(&mut self, result: &PlanResult) {
-        let mut allocs: Vec<Allocation> = result.node_update.values().flatten().cloned().collect();
-        allocs.extend(result.node_allocation.values().flatten().cloned());
-        if !allocs.is_empty() {
-            self.upsert_allocs(allocs);
-        }
-        if let Some(deployment) = &result.deployment {
-            self.upsert_deployment(deployment.clone());
-        }
+    fn commit_plan(&mut self, plan: &Plan, evals: Vec<Evaluation>) -> PlanResult {
+        let result = evaluate_plan(&self.state, plan);
+        let allocs: Vec<Allocation> = result
+            .node_update
+            .values()
+            .chain(result.node_allocation.values())
+            .flatten()
+            .cloned()
+            .collect();
+        let mut deployments: Vec<Deployment> = result.deployment.iter().cloned().collect();
         for update in &result.deployment_updates {
-            if let Some(old) = self.state.deployments.get(&update.deployment_id) {
-                let mut deployment = (**old).clone();
+            let current = deployments
+                .iter()
+                .rev()
+                .find(|d| d.id == update.deployment_id)
+                .cloned()
+                .or_else(|| {
+                    self.state
+                        .deployments
+                        .get(&update.deployment_id)
+                        .map(|d| (**d).clone())
+                });
+            if let Some(mut deployment) = current {
                 deployment.status.clone_from(&update.status);
                 deployment
                     .status_description
                     .clone_from(&update.status_description);
-                self.upsert_deployment(deployment);
+                deployments.push(deployment);
             }
         }
+        self.apply(Command::PlanResults {
+            allocs,
+            evals,
+            deployments,
+        });
+        self.plan_results.push(result.clone());
+        result
     }
 
     /// Every allocation of job `id` (default namespace).

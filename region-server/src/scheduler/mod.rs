@@ -43,7 +43,7 @@ mod reschedule;
 pub mod resources;
 mod rng;
 mod system;
-mod time;
+
 mod update;
 
 #[cfg(test)]
@@ -54,12 +54,14 @@ pub use feasible::{glob_match, in_datacenters, in_node_pool};
 pub use metrics::{AllocMetric, NodeScoreMeta};
 pub use names::{alloc_name, name_index};
 pub use plan::{evaluate_plan, DeploymentStatusUpdate, Plan, PlanResult};
+pub use proto::model::time::{
+    format_rfc3339 as format_rfc3339_nanos, parse_rfc3339 as parse_rfc3339_nanos,
+};
 pub use reconcile::{
     ALLOC_LOST, ALLOC_MIGRATING, ALLOC_NODE_INFEASIBLE, ALLOC_NODE_TAINTED, ALLOC_NOT_NEEDED,
     ALLOC_RESCHEDULED, ALLOC_UPDATING,
 };
 pub use reschedule::{next_delay, next_reschedule_time};
-pub use time::{format_rfc3339_nanos, parse_rfc3339_nanos};
 pub use update::tasks_updated;
 
 /// Everything an evaluation is processed with.
@@ -176,16 +178,6 @@ pub enum SchedulerError {
     /// The evaluation's type has no scheduler here (e.g. `_core`).
     #[error("unsupported evaluation type {0:?}")]
     UnsupportedType(String),
-    /// The job's type differs from the evaluation's.
-    #[error("job {job_id} has type {job_type:?} but the evaluation has type {eval_type:?}")]
-    TypeMismatch {
-        /// The job.
-        job_id: String,
-        /// The job's type.
-        job_type: String,
-        /// The evaluation's type.
-        eval_type: String,
-    },
     /// The evaluation names no job.
     #[error("evaluation {0} names no job")]
     MissingJob(String),
@@ -213,19 +205,22 @@ pub fn process(
     ) {
         return Err(SchedulerError::UnsupportedType(eval.r#type.clone()));
     }
-    if let Some(job) = ctx.state.job(&eval.namespace, &eval.job_id) {
-        if job.r#type != eval.r#type {
-            return Err(SchedulerError::TypeMismatch {
-                job_id: job.id.clone(),
-                job_type: job.r#type.clone(),
-                eval_type: eval.r#type.clone(),
-            });
-        }
-    }
-    match eval_type {
+    // A job re-registered with another type is scheduled by its own type.
+    let job_type = ctx
+        .state
+        .job(&eval.namespace, &eval.job_id)
+        .map(|job| job.r#type.clone())
+        .filter(|t| {
+            matches!(
+                t.as_str(),
+                JOB_TYPE_SERVICE | JOB_TYPE_BATCH | JOB_TYPE_SYSTEM | JOB_TYPE_SYSBATCH
+            )
+        })
+        .unwrap_or_else(|| eval_type.to_string());
+    match job_type.as_str() {
         JOB_TYPE_SYSTEM | JOB_TYPE_SYSBATCH => {
-            Ok(system::process(ctx, eval, eval_type == JOB_TYPE_SYSBATCH))
+            Ok(system::process(ctx, eval, job_type == JOB_TYPE_SYSBATCH))
         }
-        _ => Ok(generic::process(ctx, eval, eval_type == JOB_TYPE_BATCH)),
+        _ => Ok(generic::process(ctx, eval, job_type == JOB_TYPE_BATCH)),
     }
 }

@@ -128,7 +128,8 @@ impl PlanResult {
 /// made from), node by node, as the leader's plan applier does before
 /// committing (optimistic concurrency between scheduler workers):
 ///
-/// * a node that only loses allocations always accepts its part;
+/// * a node that only loses allocations (or only sees terminal allocations
+///   updated) always accepts its part;
 /// * a node that receives allocations must still exist and be ready; new
 ///   allocations also need it eligible and not draining (in-place updates
 ///   of allocations already on it do not);
@@ -180,6 +181,11 @@ fn evaluate_node(state: &Tables, plan: &Plan, node_id: &str) -> Result<(), Strin
     let Some(allocs) = plan.node_allocation.get(node_id).filter(|a| !a.is_empty()) else {
         return Ok(());
     };
+    // Updates of terminal allocations (follow-up evaluation ids) need
+    // nothing from the node.
+    if allocs.iter().all(Allocation::terminal) {
+        return Ok(());
+    }
     let Some(node) = state.nodes.get(node_id) else {
         return Err("node does not exist".to_string());
     };

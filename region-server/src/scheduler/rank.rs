@@ -256,13 +256,12 @@ fn rank_node(
         .chain(group_constraints.map(|c| (c, Some(group.name.as_str()))));
     for (constraint, scope) in scoped {
         match constraint.operand.as_str() {
-            CONSTRAINT_DISTINCT_HOSTS => {
+            CONSTRAINT_DISTINCT_HOSTS
                 if distinct_hosts_enabled(&constraint.r_target)
-                    && es.job_allocs_on_node(&node.id, scope) > 0
-                {
-                    metric.filter_node(&node.node_class, FILTER_DISTINCT_HOSTS);
-                    return None;
-                }
+                    && es.job_allocs_on_node(&node.id, scope) > 0 =>
+            {
+                metric.filter_node(&node.node_class, FILTER_DISTINCT_HOSTS);
+                return None;
             }
             CONSTRAINT_DISTINCT_PROPERTY => {
                 let limit: u64 = constraint.r_target.trim().parse().unwrap_or(1).max(1);

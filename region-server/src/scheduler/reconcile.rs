@@ -19,8 +19,8 @@ use super::names::{name_index, NameIndex};
 use super::plan::DeploymentStatusUpdate;
 use super::reschedule::{next_reschedule_time, policy_of, ran_successfully};
 use super::rng::SeededRng;
-use super::time::format_rfc3339_nanos;
 use super::DesiredUpdates;
+use proto::model::time::format_rfc3339 as format_rfc3339_nanos;
 
 /// Stop description: the allocation is no longer wanted.
 pub const ALLOC_NOT_NEEDED: &str = "alloc not needed due to job update";

@@ -7,7 +7,7 @@ use proto::model::{
     RESCHEDULE_DELAY_FIBONACCI,
 };
 
-use super::time::parse_rfc3339_nanos;
+use proto::model::time::parse_rfc3339 as parse_rfc3339_nanos;
 
 /// How many past reschedule events an unlimited policy keeps.
 pub const MAX_PAST_RESCHEDULE_EVENTS: usize = 5;

@@ -19,9 +19,9 @@ use super::reconcile::{
     is_outdated, ALLOC_LOST, ALLOC_MIGRATING, ALLOC_NODE_INFEASIBLE, ALLOC_NODE_TAINTED,
     ALLOC_NOT_NEEDED, ALLOC_UPDATING,
 };
-use super::time::format_rfc3339_nanos;
 use super::update::tasks_updated;
 use super::{DesiredUpdates, PlanAnnotations, SchedulerContext, SchedulerResult};
+use proto::model::time::format_rfc3339 as format_rfc3339_nanos;
 
 /// Description of rolling-update follow-up evaluations.
 const ROLLING_UPDATE_DESC: &str = "created to continue a rolling update";

@@ -295,6 +295,7 @@ impl Tables {
                 node.status = "ready".into();
                 node.status_updated_at = now / 1_000_000_000;
                 node.modify_index = index;
+                node.computed_class = crate::scheduler::compute_node_class(&node);
                 self.nodes.insert(node.id.clone(), Arc::new(node));
                 self.touch(table::NODES, index);
                 for eval in evals {
@@ -631,6 +632,22 @@ impl Tables {
             alloc.create_index = index;
         }
         self.count_alloc(index, old.as_deref(), &alloc);
+        // Plans travel through Raft without a job copy per allocation; the
+        // allocation gets the job version it runs from the state.
+        if alloc.job.is_none() {
+            alloc.job = self
+                .job_versions
+                .get(&(
+                    alloc.namespace.clone(),
+                    alloc.job_id.clone(),
+                    alloc.job_version,
+                ))
+                .or_else(|| {
+                    self.jobs
+                        .get(&(alloc.namespace.clone(), alloc.job_id.clone()))
+                })
+                .map(|j| Box::new((**j).clone()));
+        }
         alloc.modify_index = index;
         alloc.alloc_modify_index = index;
         self.allocs_by_modify.insert((index, alloc.id.clone()), ());
@@ -768,6 +785,18 @@ impl Tables {
         self.allocs_by_modify
             .range((index + 1, String::new())..)
             .filter_map(|((_, id), _)| self.allocs.get(id))
+    }
+
+    /// The allocation with its job (the version it runs) attached, as
+    /// Nomad's API and clients expect it.
+    pub fn alloc_with_job(&self, alloc: &Allocation) -> Allocation {
+        let mut a = alloc.clone();
+        let job = self
+            .job_versions
+            .get(&(a.namespace.clone(), a.job_id.clone(), a.job_version))
+            .or_else(|| self.jobs.get(&(a.namespace.clone(), a.job_id.clone())));
+        a.job = job.map(|j| Box::new((**j).clone()));
+        a
     }
 
     /// A job by namespace and id.

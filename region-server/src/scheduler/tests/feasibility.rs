@@ -318,7 +318,10 @@ fn versions() {
     assert!(!c("~> 1.2.3", false).matches(&v("1.3.0")));
     assert!(c("!= 1.2.3", false).matches(&v("1.2.4")));
     assert!(c("= 1.2.3-beta", false).matches(&v("1.2.3-beta")));
-    assert!(c(">= 1.2.3-beta, < 1.2.3", false).matches(&v("1.2.3-rc1")));
+    assert!(c(">= 1.2.3-beta, < 1.2.3-rc2", false).matches(&v("1.2.3-rc1")));
+    // go-version: a constraint without a pre-release never matches one.
+    assert!(!c("< 1.2.3", false).matches(&v("1.2.3-rc1")));
+    assert!(c("< 1.2.3", true).matches(&v("1.2.3-rc1")));
     assert!(VersionConstraints::parse(">= x", false).is_none());
 }
 
@@ -465,6 +468,51 @@ fn drivers() {
 }
 
 #[test]
+fn host_volumes() {
+    let mut h = Harness::new();
+    h.upsert_nodes(vec![
+        node_with(0, |n| {
+            n.host_volumes.insert(
+                "data".into(),
+                serde_json::json!({"Path": "/srv", "ReadOnly": true}),
+            );
+        }),
+        node_with(1, |n| {
+            n.host_volumes.insert(
+                "data".into(),
+                serde_json::json!({"Path": "/srv", "ReadOnly": false}),
+            );
+        }),
+        mock::node(2),
+    ]);
+    let request = |read_only: bool| serde_json::json!({"Name": "data", "Type": "host", "Source": "data", "ReadOnly": read_only});
+    h.upsert_job(job_with("rw", 1, |job| {
+        job.task_groups[0]
+            .volumes
+            .insert("data".into(), request(false));
+    }));
+    let result = h.register_eval("rw");
+    assert_eq!(placed(&result)[0].node_id, mock::node_id(1));
+    h.upsert_job(job_with("ro", 3, |job| {
+        job.task_groups[0]
+            .volumes
+            .insert("data".into(), request(true));
+        job.task_groups[0]
+            .constraints
+            .push(constraint("", "distinct_hosts", ""));
+    }));
+    let result = h.register_eval("ro");
+    assert_eq!(placed(&result).len(), 2);
+    let metric = failed_metric(&result, "web");
+    assert_eq!(
+        metric
+            .constraint_filtered
+            .get("missing compatible host volumes"),
+        Some(&1)
+    );
+}
+
+#[test]
 fn job_group_and_task_level_constraints() {
     let mut h = Harness::new();
     h.upsert_nodes(vec![
@@ -604,17 +652,19 @@ fn resources_fit_with_reserved_and_existing() {
         n.reserved_resources.cpu.cpu_shares = 1000;
         n.reserved_resources.memory.memory_mb = 1024;
     }));
-    // 3000 MHz free: six 500 MHz allocations.
-    h.upsert_job(mock::job("fit", 8));
+    // 3000 MHz free: seven 400 MHz allocations.
+    h.upsert_job(job_with("fit", 8, |job| {
+        job.task_groups[0].tasks[0].resources.cpu = 400;
+    }));
     let result = h.register_eval("fit");
-    assert_eq!(placed(&result).len(), 6);
+    assert_eq!(placed(&result).len(), 7);
     let metric = failed_metric(&result, "web");
     assert_eq!(metric.dimension_exhausted.get("cpu"), Some(&1));
     assert_eq!(metric.nodes_exhausted, 1);
-    assert_eq!(metric.coalesced_failures, 1);
-    assert_eq!(result.eval_update.queued_allocations.get("web"), Some(&2));
+    assert_eq!(metric.coalesced_failures, 0);
+    assert_eq!(result.eval_update.queued_allocations.get("web"), Some(&1));
 
-    // Memory-bound job on top of the existing ones.
+    // Memory-bound job on top of the existing ones: 7 * 256 + 6000 > 7168.
     h.upsert_job(job_with("mem", 1, |job| {
         job.task_groups[0].tasks[0].resources.cpu = 1;
         job.task_groups[0].tasks[0].resources.memory_mb = 6000;

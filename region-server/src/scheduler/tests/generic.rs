@@ -418,9 +418,7 @@ fn draining_node_allocations_migrate() {
 
     // An explicit migrate transition works on any node.
     let alloc = h.live_allocs("web")[0].clone();
-    h.update_allocs(&[alloc.id.clone()], |a| {
-        a.desired_transition.migrate = Some(true)
-    });
+    h.update_alloc(&alloc.id, |a| a.desired_transition.migrate = Some(true));
     let result = h.register_eval("web");
     assert_eq!(stopped(&result)[0].id, alloc.id);
     assert_eq!(placed(&result)[0].name, alloc.name);
@@ -436,7 +434,7 @@ fn failed_setup(policy: ReschedulePolicy, failed_ago: i64) -> (Harness, Arc<Allo
     h.register_eval("web");
     let alloc = h.live_allocs("web")[0].clone();
     let finished = format_rfc3339_nanos(h.now - failed_ago);
-    h.update_allocs(&[alloc.id.clone()], |a| {
+    h.update_alloc(&alloc.id, |a| {
         a.client_status = ALLOC_CLIENT_FAILED.into();
         a.task_states.insert(
             "web".into(),
@@ -533,7 +531,7 @@ fn reschedule_later_with_a_followup_eval() {
 fn reschedule_attempts_are_limited() {
     let (mut h, failed) = failed_setup(constant_policy(5 * SECOND, 1), 10 * SECOND);
     // One reschedule already happened within the interval.
-    h.update_allocs(&[failed.id.clone()], |a| {
+    h.update_alloc(&failed.id, |a| {
         a.reschedule_tracker = Some(RescheduleTracker {
             events: vec![RescheduleEvent {
                 reschedule_time: a.create_time - MINUTE,
@@ -565,9 +563,8 @@ fn reschedule_attempts_are_limited() {
 
 #[test]
 fn reschedule_delay_functions() {
-    let with_events = |delays: &[i64]| {
-        let mut alloc = Allocation::default();
-        alloc.reschedule_tracker = Some(RescheduleTracker {
+    let with_events = |delays: &[i64]| Allocation {
+        reschedule_tracker: Some(RescheduleTracker {
             events: delays
                 .iter()
                 .map(|d| RescheduleEvent {
@@ -576,9 +573,9 @@ fn reschedule_delay_functions() {
                     ..RescheduleEvent::default()
                 })
                 .collect(),
-        });
-        alloc.modify_time = 1_001 * SECOND;
-        alloc
+        }),
+        modify_time: 1_001 * SECOND,
+        ..Allocation::default()
     };
     let policy = |function: &str| ReschedulePolicy {
         delay: 5 * SECOND,
@@ -662,14 +659,14 @@ fn batch_failed_allocation_uses_the_batch_policy() {
     h.upsert_job(mock::batch_job("b", 1));
     h.register_eval("b");
     let alloc = h.live_allocs("b")[0].clone();
-    h.update_allocs(&[alloc.id.clone()], |a| {
+    h.update_alloc(&alloc.id, |a| {
         a.client_status = ALLOC_CLIENT_FAILED.into();
         a.modify_time = 1;
     });
     let result = h.register_eval("b");
     assert_eq!(placed(&result).len(), 1);
     let new = placed(&result)[0].clone();
-    h.update_allocs(&[new.id.clone()], |a| {
+    h.update_alloc(&new.id, |a| {
         a.client_status = ALLOC_CLIENT_FAILED.into();
         a.modify_time = 2;
     });
@@ -746,4 +743,24 @@ fn sticky_disk_prefers_the_previous_node() {
     }));
     let result = h.register_eval("s");
     assert_eq!(placed(&result)[0].node_id, old.node_id);
+}
+
+#[test]
+fn unsupported_evaluations_are_errors() {
+    let mut h = harness_with_nodes(1);
+    let job = h.upsert_job(mock::job("web", 1));
+    let mut eval = h.eval_for(&job, "scheduled");
+    eval.r#type = "_core".into();
+    assert_eq!(
+        h.schedule(&eval),
+        Err(crate::scheduler::SchedulerError::UnsupportedType(
+            "_core".into()
+        ))
+    );
+    let mut eval = h.eval_for(&job, "job-register");
+    eval.job_id = String::new();
+    assert!(matches!(
+        h.schedule(&eval),
+        Err(crate::scheduler::SchedulerError::MissingJob(_))
+    ));
 }

@@ -69,10 +69,24 @@ fn per_node(h: &Harness, job: &str) -> BTreeMap<String, usize> {
 }
 
 /// A job with the given tweak applied to its group.
+///
+/// The job-level `Update` the tweak leaves is the update strategy of every
+/// group; `None` means no update strategy at all.
 fn job_with(id: &str, count: i64, tweak: impl FnOnce(&mut Job)) -> Job {
     let mut job = mock::job(id, count);
     tweak(&mut job);
+    let update = job.update.clone();
     job.canonicalize();
+    with_update(job, update)
+}
+
+/// The job with `update` as the update strategy of the job and every
+/// group (canonicalization would otherwise fill in the default).
+fn with_update(mut job: Job, update: Option<proto::model::UpdateStrategy>) -> Job {
+    job.update.clone_from(&update);
+    for group in &mut job.task_groups {
+        group.update.clone_from(&update);
+    }
     job
 }
 

@@ -135,10 +135,8 @@ proptest! {
         let mut h = harness_with_nodes(node_count);
         h.seed = seed;
         for (i, count) in counts.iter().enumerate() {
-            let mut job = mock::job(&format!("job-{i}"), *count);
-            job.update = None;
+            let mut job = with_update(mock::job(&format!("job-{i}"), *count), None);
             for group in &mut job.task_groups {
-                group.update = None;
                 group.tasks[0].resources.cpu = 100;
                 group.tasks[0].resources.memory_mb = 64;
             }

@@ -240,7 +240,7 @@ fn spread_with_targets() {
 }
 
 #[test]
-fn spread_with_implicit_target_and_even_spread() {
+fn even_spread_without_targets() {
     let mut h = Harness::new();
     h.upsert_nodes(
         (0..9)
@@ -265,28 +265,38 @@ fn spread_with_implicit_target_and_even_spread() {
         *per_dc.entry(node.datacenter.clone()).or_insert(0) += 1;
     }
     assert_eq!(per_dc.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+}
 
-    // 50% on dc0, the rest (implicit target) elsewhere.
-    h.upsert_job(job_with("half", 4, |job| {
-        job.datacenters = vec!["*".into()];
-        job.task_groups[0].spreads.push(Spread {
-            attribute: "${node.datacenter}".into(),
-            weight: 100,
-            spread_target: vec![SpreadTarget {
-                value: "dc0".into(),
-                percent: 50,
-            }],
-        });
-        let res = &mut job.task_groups[0].tasks[0].resources;
-        res.cpu = 100;
-    }));
-    h.register_eval("half");
-    let on_dc0 = h
-        .live_allocs("half")
-        .iter()
-        .filter(|a| h.state.nodes.get(&a.node_id).unwrap().datacenter == "dc0")
-        .count();
-    assert_eq!(on_dc0, 2);
+#[test]
+fn spread_with_an_implicit_target() {
+    // 75% on dc0, the rest (the implicit target) on other values.
+    for seed in 0..4 {
+        let mut h = Harness::new();
+        h.seed = seed;
+        h.upsert_nodes(
+            (0..6)
+                .map(|i| node_with(i, |n| n.datacenter = format!("dc{}", i % 2)))
+                .collect(),
+        );
+        h.upsert_job(job_with("most", 4, |job| {
+            job.datacenters = vec!["*".into()];
+            job.task_groups[0].spreads.push(Spread {
+                attribute: "${node.datacenter}".into(),
+                weight: 100,
+                spread_target: vec![SpreadTarget {
+                    value: "dc0".into(),
+                    percent: 75,
+                }],
+            });
+        }));
+        h.register_eval("most");
+        let on_dc0 = h
+            .live_allocs("most")
+            .iter()
+            .filter(|a| h.state.nodes.get(&a.node_id).unwrap().datacenter == "dc0")
+            .count();
+        assert_eq!(on_dc0, 3, "seed {seed}");
+    }
 }
 
 #[test]

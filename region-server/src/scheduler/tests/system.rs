@@ -30,7 +30,7 @@ fn one_allocation_per_feasible_node() {
     let result = h.register_eval("agent");
     assert_eq!(placed(&result).len(), 4);
     assert_eq!(per_node(&h, "agent").len(), 4);
-    assert!(per_node(&h, "agent").get(&mock::node_id(4)).is_none());
+    assert!(!per_node(&h, "agent").contains_key(&mock::node_id(4)));
     assert!(placed(&result).iter().all(|a| a.name == "agent.agent[0]"));
     // An infeasible node is not a failure for a system job.
     assert!(result.eval_update.failed_tg_allocs.is_empty());
@@ -167,9 +167,7 @@ fn sysbatch_runs_once_per_node() {
     h.upsert_job(mock::system_job("agent"));
     h.register_eval("agent");
     let old = h.live_allocs("agent")[0].clone();
-    h.update_allocs(&[old.id.clone()], |a| {
-        a.client_status = ALLOC_CLIENT_COMPLETE.into()
-    });
+    h.update_alloc(&old.id, |a| a.client_status = ALLOC_CLIENT_COMPLETE.into());
     let result = h.register_eval("agent");
     assert_eq!(placed(&result)[0].previous_allocation, old.id);
 }
