@@ -38,6 +38,11 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// The service layer.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
     /// State for the router.
     pub fn new(service: Service, metrics: Metrics, max_body: usize) -> Self {
         Self {
@@ -125,6 +130,17 @@ pub fn router(state: ApiState) -> Router {
                 .put(snapshot_restore)
                 .post(snapshot_restore),
         )
+        .route(
+            "/v1/client/fs/{op}/{alloc}",
+            get(super::client_proxy::by_alloc),
+        )
+        .route(
+            "/v1/client/allocation/{id}/{op}",
+            get(super::client_proxy::by_alloc)
+                .post(super::client_proxy::by_alloc)
+                .put(super::client_proxy::by_alloc),
+        )
+        .route("/v1/client/stats", get(super::client_proxy::by_node))
         .route("/v1/metrics", get(metrics_endpoint))
         .route("/metrics", get(prometheus_endpoint))
         .fallback(not_found)

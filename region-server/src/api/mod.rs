@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::service::ServiceError;
 
+pub mod client_proxy;
 pub mod http;
 pub mod query;
 
