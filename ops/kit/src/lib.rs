@@ -1,5 +1,6 @@
 //! What every Atoll process shares at run time: identity and TLS ([`tls`]),
-//! logging and metrics ([`telemetry`]), and configuration files ([`config`]).
+//! logging and metrics ([`telemetry`]), configuration files ([`config`]), and
+//! membership in the federation's WAN gossip pool ([`gossip`]).
 //!
 //! This crate sits just above `proto` in the workspace: every binary (region
 //! server, federation gateway, client agent, CLI) depends on it, and it depends
@@ -8,5 +9,6 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod gossip;
 pub mod telemetry;
 pub mod tls;
