@@ -67,6 +67,30 @@ pub struct FileConfig {
     pub max_request_body_bytes: usize,
     /// Raft timings.
     pub raft: RaftTuning,
+    /// Gossip settings.
+    pub gossip: GossipFile,
+}
+
+/// `[gossip]` in the TOML file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GossipFile {
+    /// Keys, primary first.
+    pub keys: Vec<String>,
+    /// Gossip addresses to join.
+    pub retry_join: Vec<String>,
+    /// Remove a server from Raft after it stayed failed this long.
+    pub reap_failed_after_secs: u64,
+}
+
+impl Default for GossipFile {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            retry_join: Vec::new(),
+            reap_failed_after_secs: 300,
+        }
+    }
 }
 
 /// TLS file paths.
@@ -96,6 +120,7 @@ impl Default for FileConfig {
             tls: None,
             max_request_body_bytes: 10 * 1024 * 1024,
             raft: RaftTuning::default(),
+            gossip: GossipFile::default(),
         }
     }
 }
@@ -130,6 +155,19 @@ pub struct ServerConfig {
     pub raft: RaftTuning,
     /// Leader duties: workers, broker, heartbeat TTLs, scheduler.
     pub leader: crate::leader::LeaderConfig,
+    /// The WAN gossip pool; `None` runs without one (static `join` only).
+    pub gossip: Option<GossipSettings>,
+}
+
+/// Membership in the federation's gossip pool.
+#[derive(Debug, Clone)]
+pub struct GossipSettings {
+    /// Pool settings (bind address, seeds, timings).
+    pub pool: ops_kit::gossip::GossipConfig,
+    /// The primary key (base64, 32 bytes) and other accepted keys.
+    pub keys: Vec<String>,
+    /// A server failed this long is removed from Raft by the leader.
+    pub reap_failed_after: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -149,6 +187,7 @@ impl ServerConfig {
             max_request_body_bytes: 10 * 1024 * 1024,
             raft: RaftTuning::default(),
             leader: Default::default(),
+            gossip: None,
         }
     }
 }

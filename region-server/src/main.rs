@@ -50,6 +50,13 @@ struct Args {
     /// This server's key (PEM).
     #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
     tls_key: Option<PathBuf>,
+    /// Gossip encryption key (base64 of 32 bytes), like Nomad's `encrypt`.
+    #[arg(long)]
+    encrypt: Option<String>,
+    /// Gossip address of a server to join the federation's pool through
+    /// (repeatable), like Nomad's `server_join.retry_join`.
+    #[arg(long)]
+    retry_join: Vec<String>,
     /// Leave the region's Raft configuration on SIGTERM/SIGINT instead of
     /// just stopping.
     #[arg(long)]
@@ -89,6 +96,32 @@ fn build_config(args: Args) -> anyhow::Result<ServerConfig> {
     } else {
         args.join
     };
+    let gossip_addr = args.gossip_addr.clone().unwrap_or(file.gossip_addr.clone());
+    let mut keys: Vec<String> = args.encrypt.clone().into_iter().collect();
+    if keys.is_empty() {
+        keys = file.gossip.keys.clone();
+    }
+    if keys.is_empty() {
+        tracing::warn!(
+            "no gossip key given (--encrypt): generated one, so no other server can join this pool"
+        );
+        keys.push(ops_kit::gossip::Keyring::generate_key());
+    }
+    let mut retry_join = args.retry_join.clone();
+    if retry_join.is_empty() {
+        retry_join = file.gossip.retry_join.clone();
+    }
+    let gossip = Some(region_server::config::GossipSettings {
+        pool: ops_kit::gossip::GossipConfig {
+            bind_addr: gossip_addr
+                .parse()
+                .with_context(|| format!("gossip address {gossip_addr:?} is not an ip:port"))?,
+            seeds: retry_join,
+            ..Default::default()
+        },
+        keys,
+        reap_failed_after: std::time::Duration::from_secs(file.gossip.reap_failed_after_secs),
+    });
     Ok(ServerConfig {
         name,
         region,
@@ -103,6 +136,7 @@ fn build_config(args: Args) -> anyhow::Result<ServerConfig> {
         max_request_body_bytes: file.max_request_body_bytes,
         raft: file.raft,
         leader: Default::default(),
+        gossip,
     })
 }
 

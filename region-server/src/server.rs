@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use ops_kit::gossip::{GossipPool, Keyring, MemberInfo, MemberRole, MemberStatus};
 use ops_kit::tls::{CertBundle, DevCa, Role};
 use proto::rpc::client_service_server::ClientServiceServer;
 use proto::rpc::raft_service_server::RaftServiceServer;
@@ -36,6 +37,8 @@ pub struct RegionServer {
     pub http_addr: SocketAddr,
     /// The bound gRPC address.
     pub rpc_addr: SocketAddr,
+    /// The gossip pool, when configured.
+    pub gossip: Option<GossipPool>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -126,6 +129,26 @@ impl RegionServer {
             peers,
         );
         let metrics = Metrics::new(&cfg.region).context("metrics registry")?;
+        let gossip = match &cfg.gossip {
+            None => None,
+            Some(g) => {
+                let (primary, others) = g
+                    .keys
+                    .split_first()
+                    .ok_or_else(|| anyhow::anyhow!("gossip needs at least one key"))?;
+                let keyring = Keyring::with_keys(primary, others).context("gossip keys")?;
+                let mut me = MemberInfo::new(&cfg.name, &cfg.region, MemberRole::Server);
+                me.datacenter = cfg.datacenter.clone();
+                me.rpc_addr = rpc_addr.to_string();
+                me.http_addr = http_addr.to_string();
+                me.version = env!("CARGO_PKG_VERSION").to_string();
+                Some(
+                    GossipPool::start(g.pool.clone(), me, keyring, Some(&metrics.registry))
+                        .await
+                        .context("starting the gossip pool")?,
+                )
+            }
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let leader = LeaderHandle::new(&cfg.leader);
         let mut tasks = Vec::new();
@@ -171,6 +194,7 @@ impl RegionServer {
             service.clone(),
             metrics.clone(),
             cfg.max_request_body_bytes,
+            gossip.clone(),
         ));
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -200,16 +224,40 @@ impl RegionServer {
             service.clone(),
             cfg.bootstrap_expect,
             cfg.join.clone(),
-            shutdown_rx,
+            gossip.clone(),
+            shutdown_rx.clone(),
         )));
+        if let (Some(pool), Some(g)) = (&gossip, &cfg.gossip) {
+            tasks.push(tokio::spawn(gossip_sync(
+                service.clone(),
+                pool.clone(),
+                g.reap_failed_after,
+                shutdown_rx,
+            )));
+        }
         tracing::info!(id, name = %cfg.name, region = %cfg.region, %http_addr, %rpc_addr, "region server started");
         Ok(Self {
             service,
             http_addr,
             rpc_addr,
+            gossip,
             shutdown,
             tasks,
         })
+    }
+
+    /// Stop abruptly, as a crash would: no gossip leave, no Raft leave.
+    pub async fn kill(self) {
+        let _ = self.shutdown.send(true);
+        if let Some(pool) = &self.gossip {
+            pool.kill();
+        }
+        if let Err(e) = self.service.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        for t in self.tasks {
+            t.abort();
+        }
     }
 
     /// Leave the Raft configuration (handing leadership over first when this
@@ -220,9 +268,13 @@ impl RegionServer {
         left.context("leaving the region")
     }
 
-    /// Stop serving and shut Raft down.
+    /// Stop serving and shut Raft down (leaving the gossip pool
+    /// gracefully).
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        if let Some(pool) = self.gossip {
+            let _ = tokio::time::timeout(Duration::from_secs(2), pool.leave()).await;
+        }
         if let Err(e) = self.service.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
@@ -241,13 +293,26 @@ async fn bootstrap_loop(
     service: Service,
     expect: Option<usize>,
     join: Vec<String>,
+    gossip: Option<GossipPool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         if *shutdown.borrow() {
             return;
         }
-        match bootstrap_step(&service, expect, &join).await {
+        // Peers: the static list plus the servers of our region the gossip
+        // pool knows (never another region's).
+        let mut peers = join.clone();
+        if let Some(pool) = &gossip {
+            if let Some(r) = pool.regions().get(&service.region) {
+                for m in &r.servers {
+                    if !peers.contains(&m.rpc_addr) {
+                        peers.push(m.rpc_addr.clone());
+                    }
+                }
+            }
+        }
+        match bootstrap_step(&service, expect, &peers).await {
             Ok(true) => return,
             Ok(false) => {}
             Err(e) => tracing::debug!(error = %e, "bootstrap: not yet"),
@@ -255,6 +320,87 @@ async fn bootstrap_loop(
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(300)) => {}
             _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Keep the pool's view of this server current (the region's leader, voter
+/// flag), and on the leader remove from Raft the servers of this region that
+/// left the pool or stayed failed longer than `reap_after`, never below a
+/// quorum of live voters.
+async fn gossip_sync(
+    service: Service,
+    pool: GossipPool,
+    reap_after: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut failed_since: std::collections::HashMap<String, tokio::time::Instant> =
+        Default::default();
+    let mut last_meta = None;
+    loop {
+        let info = service.cluster_info();
+        let leader_name = info
+            .leader
+            .as_ref()
+            .map(|(_, n)| format!("{}.{}", n.name, service.region));
+        let voter = info.voters.contains_key(&service.id);
+        if last_meta.as_ref() != Some(&(leader_name.clone(), voter)) {
+            pool.set_meta(leader_name.clone(), voter);
+            last_meta = Some((leader_name, voter));
+        }
+        if service.is_leader() {
+            let members = pool.members();
+            let status_of = |rpc: &str| {
+                members
+                    .iter()
+                    .filter(|m| m.info.region == service.region && m.info.rpc_addr == rpc)
+                    .map(|m| m.status)
+                    .max_by_key(|s| matches!(s, MemberStatus::Alive))
+            };
+            let now = tokio::time::Instant::now();
+            let alive_voters = info
+                .voters
+                .values()
+                .filter(|n| {
+                    n.rpc_addr == service.node.rpc_addr
+                        || status_of(&n.rpc_addr) == Some(MemberStatus::Alive)
+                })
+                .count();
+            for (id, node) in info.voters.iter().chain(info.learners.iter()) {
+                if *id == service.id {
+                    continue;
+                }
+                let reap = match status_of(&node.rpc_addr) {
+                    Some(MemberStatus::Left) => true,
+                    Some(MemberStatus::Failed) => {
+                        let since = *failed_since.entry(node.rpc_addr.clone()).or_insert(now);
+                        now.duration_since(since) >= reap_after
+                    }
+                    _ => {
+                        failed_since.remove(&node.rpc_addr);
+                        false
+                    }
+                };
+                let is_voter = info.voters.contains_key(id);
+                let quorum_after = (info.voters.len() - usize::from(is_voter)) / 2 + 1;
+                if reap && (!is_voter || alive_voters >= quorum_after) {
+                    tracing::warn!(server = %node.name, "removing a server that left or failed from Raft");
+                    if let Err(e) = service.remove_server(*id).await {
+                        tracing::warn!(server = %node.name, error = %e, "removing server");
+                    }
+                    failed_since.remove(&node.rpc_addr);
+                    break;
+                }
+            }
+        } else {
+            failed_since.clear();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
         }
     }
 }

@@ -35,6 +35,7 @@ pub struct ApiState {
     service: Service,
     metrics: Metrics,
     max_body: usize,
+    gossip: Option<ops_kit::gossip::GossipPool>,
 }
 
 impl ApiState {
@@ -44,11 +45,17 @@ impl ApiState {
     }
 
     /// State for the router.
-    pub fn new(service: Service, metrics: Metrics, max_body: usize) -> Self {
+    pub fn new(
+        service: Service,
+        metrics: Metrics,
+        max_body: usize,
+        gossip: Option<ops_kit::gossip::GossipPool>,
+    ) -> Self {
         Self {
             service,
             metrics,
             max_body,
+            gossip,
         }
     }
 }
@@ -119,6 +126,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/regions", get(regions))
         .route("/v1/agent/self", get(agent_self))
         .route("/v1/agent/members", get(agent_members))
+        .route("/v1/agent/join", put(agent_join).post(agent_join))
+        .route(
+            "/v1/agent/force-leave",
+            put(agent_force_leave).post(agent_force_leave),
+        )
+        .route("/v1/agent/servers", get(agent_servers))
+        .route("/v1/operator/keyring/list", get(keyring_list))
+        .route(
+            "/v1/operator/keyring/{op}",
+            put(keyring_change).post(keyring_change),
+        )
         .route("/v1/operator/raft/configuration", get(raft_configuration))
         .route(
             "/v1/operator/raft/peer",
@@ -668,7 +686,149 @@ async fn status_peers(State(s): State<ApiState>, query: Q) -> ApiResult {
 }
 
 async fn regions(State(s): State<ApiState>) -> ApiResult {
-    s.json(0, &vec![s.service.region.clone()])
+    let mut regions: Vec<String> = match &s.gossip {
+        Some(pool) => pool
+            .regions()
+            .into_iter()
+            .filter(|(_, r)| !r.servers.is_empty())
+            .map(|(name, _)| name)
+            .collect(),
+        None => Vec::new(),
+    };
+    if !regions.contains(&s.service.region) {
+        regions.push(s.service.region.clone());
+    }
+    regions.sort();
+    s.json(0, &regions)
+}
+
+fn gossip_member_json(m: &ops_kit::gossip::Member) -> serde_json::Value {
+    let addr = m.info.gossip_addr;
+    json!({
+        "Name": m.info.name,
+        "Addr": addr.ip().to_string(),
+        "Port": addr.port(),
+        "Status": match m.status {
+            ops_kit::gossip::MemberStatus::Alive => "alive",
+            ops_kit::gossip::MemberStatus::Failed => "failed",
+            ops_kit::gossip::MemberStatus::Left => "left",
+        },
+        "Tags": {
+            "role": match m.info.role {
+                ops_kit::gossip::MemberRole::Server => "nomad",
+                ops_kit::gossip::MemberRole::Gateway => "gateway",
+            },
+            "region": m.info.region,
+            "dc": m.info.datacenter,
+            "rpc_addr": m.info.rpc_addr,
+            "http_addr": m.info.http_addr,
+            "build": m.info.version,
+            "vsn": "1",
+            "raft_vsn": "3",
+            "leader": m.leader.as_deref() == Some(m.info.name.as_str()),
+            "voter": m.info.voter,
+        },
+        "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
+        "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 2,
+    })
+}
+
+async fn agent_join(State(s): State<ApiState>, query: Q) -> ApiResult {
+    let q = QueryOptions::parse(query.0)?;
+    let addrs: Vec<String> = q
+        .other
+        .iter()
+        .filter(|(k, _)| k == "address")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if addrs.is_empty() {
+        return Err(ApiError::bad_request(
+            "Missing address: give one or more ?address=<ip:port>",
+        ));
+    }
+    let pool = s
+        .gossip
+        .as_ref()
+        .ok_or_else(|| ApiError::bad_request("this server runs without a gossip pool"))?;
+    match pool.join_hosts(&addrs).await {
+        Ok(n) => s.json(0, &json!({ "NumJoined": n, "Error": "" })),
+        Err(e) => s.json(0, &json!({ "NumJoined": 0, "Error": e.to_string() })),
+    }
+}
+
+async fn agent_force_leave(State(s): State<ApiState>, query: Q) -> ApiResult {
+    let q = QueryOptions::parse(query.0)?;
+    let node = q
+        .get("node")
+        .ok_or_else(|| ApiError::bad_request("Missing node: give ?node=<name>"))?
+        .to_string();
+    let pool = s
+        .gossip
+        .as_ref()
+        .ok_or_else(|| ApiError::bad_request("this server runs without a gossip pool"))?;
+    if pool.member(&node).is_none() {
+        return Err(ApiError::not_found(format!("no member named {node:?}")));
+    }
+    pool.force_leave(&node)
+        .await
+        .map_err(|e| ApiError::internal(format!("force-leave {node}: {e}")))?;
+    s.json(0, &Value::Null)
+}
+
+async fn agent_servers(State(s): State<ApiState>) -> ApiResult {
+    let info = s.service.cluster_info();
+    let servers: Vec<String> = info.voters.values().map(|n| n.rpc_addr.clone()).collect();
+    s.json(0, &servers)
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct KeyRequest {
+    key: String,
+}
+
+async fn keyring_list(State(s): State<ApiState>) -> ApiResult {
+    let pool = s
+        .gossip
+        .as_ref()
+        .ok_or_else(|| ApiError::bad_request("this server runs without a gossip pool"))?;
+    let list = pool.keyring().list();
+    let keys: serde_json::Map<String, Value> =
+        list.keys.iter().map(|k| (k.clone(), json!(1))).collect();
+    s.json(
+        0,
+        &json!({
+            "Messages": {},
+            "Keys": keys,
+            "PrimaryKeys": { list.primary.clone(): 1 },
+            "NumNodes": 1,
+        }),
+    )
+}
+
+async fn keyring_change(
+    State(s): State<ApiState>,
+    Path(op): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let pool = s
+        .gossip
+        .as_ref()
+        .ok_or_else(|| ApiError::bad_request("this server runs without a gossip pool"))?;
+    let req: KeyRequest = parse_body(&body)?;
+    let ring = pool.keyring();
+    let r = match op.as_str() {
+        "install" => ring.install(&req.key),
+        "use" => ring.use_key(&req.key),
+        "remove" => ring.remove(&req.key),
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no keyring operation {other:?}"
+            )))
+        }
+    };
+    r.map_err(|e| ApiError::bad_request(format!("Key: {e}")))?;
+    s.json(0, &Value::Null)
 }
 
 fn member_json(
@@ -730,15 +890,22 @@ async fn agent_self(State(s): State<ApiState>) -> ApiResult {
 }
 
 async fn agent_members(State(s): State<ApiState>) -> ApiResult {
-    let info = s.service.cluster_info();
-    let leader_id = info.leader.as_ref().map(|(id, _)| *id);
-    let mut members = Vec::new();
-    for (id, n) in info.voters.iter() {
-        members.push(member_json(&s, &n.name, n, Some(*id) == leader_id, true));
-    }
-    for (id, n) in info.learners.iter() {
-        members.push(member_json(&s, &n.name, n, Some(*id) == leader_id, false));
-    }
+    let members: Vec<Value> = match &s.gossip {
+        Some(pool) => pool.members().iter().map(gossip_member_json).collect(),
+        None => {
+            let info = s.service.cluster_info();
+            let leader_id = info.leader.as_ref().map(|(id, _)| *id);
+            info.voters
+                .iter()
+                .map(|(id, n)| member_json(&s, &n.name, n, Some(*id) == leader_id, true))
+                .chain(
+                    info.learners
+                        .iter()
+                        .map(|(id, n)| member_json(&s, &n.name, n, Some(*id) == leader_id, false)),
+                )
+                .collect()
+        }
+    };
     s.json(
         0,
         &json!({
