@@ -127,7 +127,8 @@ impl RegionServer {
             raft.clone(),
             store,
             peers,
-        );
+        )
+        .with_quorum_timeout(cfg.raft.failover_window());
         let metrics = Metrics::new(&cfg.region).context("metrics registry")?;
         let gossip = match &cfg.gossip {
             None => None,

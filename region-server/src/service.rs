@@ -87,6 +87,12 @@ pub struct Service {
     pub peers: PeerPool,
     last_contact_ms: Arc<AtomicU64>,
     started: Instant,
+    /// A leader that has not heard from a quorum this long is not trusted
+    /// as one (openraft 0.9 leaves it leader until a higher term appears).
+    quorum_timeout: Duration,
+    /// Raft allows one membership change at a time: changes made through
+    /// this server wait their turn.
+    membership_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Service {
@@ -110,7 +116,16 @@ impl Service {
             peers,
             last_contact_ms: Arc::new(AtomicU64::new(0)),
             started: Instant::now(),
+            quorum_timeout: Duration::from_secs(1),
+            membership_lock: Arc::default(),
         }
+    }
+
+    /// How long a leader may go without a quorum's acknowledgement before
+    /// it stops counting as a known leader.
+    pub fn with_quorum_timeout(mut self, timeout: Duration) -> Self {
+        self.quorum_timeout = timeout;
+        self
     }
 
     /// Note that the leader was heard from (called by the Raft gRPC service).
@@ -123,6 +138,14 @@ impl Service {
     pub fn leader(&self) -> Option<(NodeId, ServerNode)> {
         let m = self.raft.metrics().borrow().clone();
         let id = m.current_leader?;
+        if id == self.id && m.state == ServerState::Leader {
+            // A leader cut off from its quorum is no leader to clients.
+            let voters = m.membership_config.membership().voter_ids().count();
+            let acked = m.millis_since_quorum_ack.map(Duration::from_millis);
+            if voters > 1 && acked.is_none_or(|a| a > self.quorum_timeout) {
+                return None;
+            }
+        }
         let node = m.membership_config.membership().get_node(&id).cloned()?;
         Some((id, node))
     }
@@ -161,8 +184,14 @@ impl Service {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             let (leader_id, leader) = self.await_leader(deadline).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
             let attempt = if leader_id == self.id {
-                self.write_local(cmd.clone()).await
+                // A leader that lost its quorum never commits: give up at
+                // the deadline instead of waiting for it.
+                match tokio::time::timeout(left, self.write_local(cmd.clone())).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Retry::Again),
+                }
             } else {
                 self.write_forward(&leader, &cmd).await
             };
@@ -246,10 +275,12 @@ impl Service {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             let (leader_id, leader) = self.await_leader(deadline).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
             let res: Result<(), String> = if leader_id == self.id {
-                match self.raft.ensure_linearizable().await {
-                    Ok(_) => return Ok(()),
-                    Err(e) => Err(e.to_string()),
+                match tokio::time::timeout(left, self.raft.ensure_linearizable()).await {
+                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("no quorum answered in time".into()),
                 }
             } else {
                 match self
@@ -321,16 +352,20 @@ impl Service {
     /// Add a server: as a learner until it has caught up, then as a voter.
     /// Must run on the leader.
     pub async fn add_server(&self, id: NodeId, node: ServerNode) -> Result<(), ServiceError> {
+        let _turn = self.membership_lock.lock().await;
         let info = self.cluster_info();
         if info.voters.contains_key(&id) {
             return Ok(());
         }
-        self.raft
-            .add_learner(id, node, true)
+        let learner = || self.raft.add_learner(id, node.clone(), true);
+        retry_in_progress(learner)
             .await
             .map_err(|e| ServiceError::Internal(format!("add learner {id}: {e}")))?;
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        let promote = || {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        };
+        retry_in_progress(promote)
             .await
             .map_err(|e| ServiceError::Internal(format!("promote {id} to voter: {e}")))?;
         Ok(())
@@ -339,27 +374,24 @@ impl Service {
     /// Remove a server from the Raft configuration. Must run on the leader.
     /// Refuses to remove the last voter.
     pub async fn remove_server(&self, id: NodeId) -> Result<(), ServiceError> {
+        let _turn = self.membership_lock.lock().await;
         let info = self.cluster_info();
-        if info.voters.contains_key(&id) {
+        let change = if info.voters.contains_key(&id) {
             if info.voters.len() <= 1 {
                 return Err(ServiceError::BadRequest(
                     "refusing to remove the last voter".into(),
                 ));
             }
-            self.raft
-                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                .await
-                .map_err(|e| ServiceError::Internal(format!("remove voter {id}: {e}")))?;
-        }
-        let info = self.cluster_info();
-        if info.learners.contains_key(&id) {
-            self.raft
-                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-                .await
-                .map_err(|e| ServiceError::Internal(format!("remove learner {id}: {e}")))?;
-        } else if !info.voters.contains_key(&id) && !self.cluster_info().voters.contains_key(&id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else if info.learners.contains_key(&id) {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
             return Ok(());
-        }
+        };
+        let remove = || self.raft.change_membership(change.clone(), false);
+        retry_in_progress(remove)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("remove server {id}: {e}")))?;
         Ok(())
     }
 
@@ -397,8 +429,10 @@ impl Service {
         .into_inner();
         if r.ok {
             Ok(())
-        } else {
+        } else if r.message.starts_with("refusing") {
             Err(ServiceError::BadRequest(r.message))
+        } else {
+            Err(ServiceError::Internal(r.message))
         }
     }
 
@@ -468,6 +502,31 @@ impl Service {
 enum Retry {
     Again,
     Fail(ServiceError),
+}
+
+type MembershipResult = Result<
+    openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>,
+    RaftError<NodeId, ClientWriteError<NodeId, ServerNode>>,
+>;
+
+/// Run a membership change, waiting (up to 10 s) while another change —
+/// e.g. one a previous leader started — is still in progress.
+async fn retry_in_progress<F, Fut>(change: F) -> MembershipResult
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = MembershipResult>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match change().await {
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                openraft::error::ChangeMembershipError::InProgress(_),
+            ))) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// `RegionService`: what servers of the region ask each other.
