@@ -181,7 +181,17 @@ impl RegionServer {
             );
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc_listener);
+            // Small RPCs (heartbeats, votes, forwarded writes) must not wait
+            // for Nagle's algorithm and delayed ACKs.
+            let incoming = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(rpc_listener),
+                |conn| {
+                    if let Ok(c) = &conn {
+                        let _ = c.set_nodelay(true);
+                    }
+                    conn
+                },
+            );
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
@@ -202,7 +212,11 @@ impl RegionServer {
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(http_listener, router)
+            use axum::serve::ListenerExt;
+            let listener = http_listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            if let Err(e) = axum::serve(listener, router)
                 .with_graceful_shutdown(stop)
                 .await
             {

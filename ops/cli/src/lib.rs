@@ -1,1 +1,10 @@
 //! The operator CLI `atoll` and `atoll dev` (built with the operating issue).
+//!
+//! The binary (`src/main.rs`) only parses flags; each subcommand lives in a
+//! module of this library:
+//! - [`bench`]: `atoll bench ...`, measurements of Atoll against references
+//!   (`atoll bench raft`: replicated durable writes against etcd;
+//!   `atoll bench gossip`: the gossip pool against HashiCorp Serf).
+
+pub mod bench;
+pub mod bench_gossip;

@@ -253,14 +253,31 @@ pub async fn write(path: &Path, tables: &Tables, meta: &SnapshotMeta) -> Result<
             .await
             .map_err(sql)?;
     }
-    for row in tables_to_rows(tables) {
-        sqlx::query("INSERT INTO objects (kind, key, value) VALUES (?, ?, ?)")
-            .bind(row.kind)
-            .bind(row.key)
-            .bind(row.value)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql)?;
+    // Encoding every object is CPU work: keep it off the async workers
+    // (Raft heartbeats run there).
+    let owned = tables.clone();
+    let rows = tokio::task::spawn_blocking(move || tables_to_rows(&owned))
+        .await
+        .map_err(|e| SnapshotError::Invalid {
+            path: p.clone(),
+            what: format!("encoding rows: {e}"),
+        })?;
+    // Many rows per statement: one round trip to sqlite per chunk.
+    const PER_STATEMENT: usize = 300;
+    for chunk in rows.chunks(PER_STATEMENT) {
+        let mut sql_text = String::from("INSERT INTO objects (kind, key, value) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql_text.push(',');
+            }
+            sql_text.push_str("(?, ?, ?)");
+        }
+        // Only placeholders vary: the values are bound, never spliced in.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql_text));
+        for row in chunk {
+            q = q.bind(row.kind.as_str()).bind(row.key.as_str()).bind(row.value.as_str());
+        }
+        q.execute(&mut *tx).await.map_err(sql)?;
     }
     tx.commit().await.map_err(sql)?;
     pool.close().await;
