@@ -33,7 +33,7 @@ async fn get(url: String) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_runs_on_a_real_client_and_its_logs_are_readable_through_the_server() {
-    let _serial = atoll_tests::serial();
+    let _serial = atoll_tests::serial().await;
     ops_kit::tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = ops_kit::tls::DevCa::generate().expect("ca");

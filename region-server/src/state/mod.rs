@@ -75,6 +75,9 @@ pub struct Tables {
     pub deployments: OrdMap<String, Arc<Deployment>>,
     /// The Raft index at which each table last changed.
     pub table_index: OrdMap<String, u64>,
+    /// Jobs whose allocations or evaluations changed in the command being
+    /// applied; their status is recomputed at its end.
+    dirty_jobs: std::collections::BTreeSet<NsKey>,
 }
 
 /// A write to the state, decided before it enters the Raft log: everything
@@ -239,6 +242,49 @@ impl Tables {
     pub fn apply(&mut self, raft_index: u64, cmd: Command) -> CommandResponse {
         self.index = raft_index;
         let index = self.effective(raft_index);
+        let response = self.apply_command(index, raft_index, cmd);
+        for key in std::mem::take(&mut self.dirty_jobs) {
+            self.refresh_job_status(index, &key);
+        }
+        response
+    }
+
+    /// Nomad's job status: `running` while any allocation is live,
+    /// `pending` while any evaluation is unfinished, else `dead` (system,
+    /// periodic and parameterized jobs run until stopped).
+    fn refresh_job_status(&mut self, index: u64, key: &NsKey) {
+        let Some(job) = self.jobs.get(key).cloned() else {
+            return;
+        };
+        let status = if job.r#type == "system" || job.is_periodic() || job.is_parameterized() {
+            if job.stop {
+                "dead"
+            } else {
+                "running"
+            }
+        } else {
+            let allocs = self.allocs_by_job(&key.0, &key.1);
+            let evals = self.evals_by_job(&key.0, &key.1);
+            if allocs.iter().any(|a| !a.terminal()) {
+                "running"
+            } else if evals.iter().any(|e| !e.terminal()) {
+                "pending"
+            } else if !allocs.is_empty() || !evals.is_empty() {
+                "dead"
+            } else {
+                "pending"
+            }
+        };
+        if job.status != status {
+            let mut j = (*job).clone();
+            j.status = status.to_string();
+            j.modify_index = index;
+            self.jobs.insert(key.clone(), Arc::new(j));
+            self.touch(table::JOBS, index);
+        }
+    }
+
+    fn apply_command(&mut self, index: u64, raft_index: u64, cmd: Command) -> CommandResponse {
         match cmd {
             Command::JobRegister {
                 job,
@@ -610,6 +656,8 @@ impl Tables {
         }
         eval.modify_index = index;
         self.evals_by_modify.insert((index, eval.id.clone()), ());
+        self.dirty_jobs
+            .insert((eval.namespace.clone(), eval.job_id.clone()));
         self.evals_by_job.insert(
             (eval.namespace.clone(), eval.job_id.clone(), eval.id.clone()),
             (),
@@ -632,6 +680,8 @@ impl Tables {
             alloc.create_index = index;
         }
         self.count_alloc(index, old.as_deref(), &alloc);
+        self.dirty_jobs
+            .insert((alloc.namespace.clone(), alloc.job_id.clone()));
         // Plans travel through Raft without a job copy per allocation; the
         // allocation gets the job version it runs from the state.
         if alloc.job.is_none() {

@@ -275,7 +275,10 @@ pub async fn write(path: &Path, tables: &Tables, meta: &SnapshotMeta) -> Result<
         // Only placeholders vary: the values are bound, never spliced in.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql_text));
         for row in chunk {
-            q = q.bind(row.kind.as_str()).bind(row.key.as_str()).bind(row.value.as_str());
+            q = q
+                .bind(row.kind.as_str())
+                .bind(row.key.as_str())
+                .bind(row.value.as_str());
         }
         q.execute(&mut *tx).await.map_err(sql)?;
     }

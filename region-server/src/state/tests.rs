@@ -125,7 +125,17 @@ fn deregister_stops_then_purge_removes() {
     ));
     let j = t.job("default", "web").expect("still there");
     assert!(j.stop);
-    assert_eq!(j.status, "dead");
+    assert_eq!(
+        j.status, "pending",
+        "its deregister evaluation is still to run"
+    );
+    let mut done = eval("e2", "web");
+    done.status = "complete".into();
+    t.apply(3, Command::EvalUpsert { evals: vec![done] });
+    let mut first = eval("e1", "web");
+    first.status = "complete".into();
+    t.apply(3, Command::EvalUpsert { evals: vec![first] });
+    assert_eq!(t.job("default", "web").expect("job").status, "dead");
     let purge = Command::JobDeregister {
         namespace: "default".into(),
         job_id: "web".into(),
@@ -133,10 +143,10 @@ fn deregister_stops_then_purge_removes() {
         eval: None,
         now: 8,
     };
-    t.apply(3, purge.clone());
+    t.apply(4, purge.clone());
     assert!(t.job("default", "web").is_none());
     assert!(t.job_versions("default", "web").is_empty());
-    assert!(matches!(t.apply(4, purge), CommandResponse::NotFound(_)));
+    assert!(matches!(t.apply(5, purge), CommandResponse::NotFound(_)));
 }
 
 #[test]
@@ -336,4 +346,45 @@ fn restore_keeps_indexes_growing() {
     let b2 = tables_from_rows(tables_to_rows(&b)).expect("rows");
     assert_eq!(b2.index_offset, b.index_offset);
     assert_eq!(b2.index, 5);
+}
+
+#[test]
+fn job_status_follows_allocations_and_evaluations() {
+    let mut t = Tables::default();
+    register(&mut t, 1, job("web"), "e1");
+    assert_eq!(t.job("default", "web").expect("job").status, "pending");
+    let alloc = Allocation {
+        id: "a1".into(),
+        namespace: "default".into(),
+        job_id: "web".into(),
+        node_id: "n1".into(),
+        desired_status: "run".into(),
+        client_status: "running".into(),
+        ..Default::default()
+    };
+    let mut done = eval("e1", "web");
+    done.status = "complete".into();
+    t.apply(
+        2,
+        Command::PlanResults {
+            allocs: vec![alloc.clone()],
+            evals: vec![done],
+            deployments: Vec::new(),
+        },
+    );
+    let j = t.job("default", "web").expect("job");
+    assert_eq!(j.status, "running");
+    assert_eq!(j.modify_index, 2, "a status change is a change of the job");
+    let failed = Allocation {
+        client_status: "failed".into(),
+        ..alloc
+    };
+    t.apply(
+        3,
+        Command::AllocClientUpdate {
+            allocs: vec![failed],
+            evals: Vec::new(),
+        },
+    );
+    assert_eq!(t.job("default", "web").expect("job").status, "dead");
 }
