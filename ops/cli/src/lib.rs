@@ -4,7 +4,10 @@
 //! module of this library:
 //! - [`bench`]: `atoll bench ...`, measurements of Atoll against references
 //!   (`atoll bench raft`: replicated durable writes against etcd;
-//!   `atoll bench gossip`: the gossip pool against HashiCorp Serf).
+//!   `atoll bench gossip`: the gossip pool against HashiCorp Serf;
+//!   `atoll bench clients`: client agent footprint and leader load from
+//!   heartbeats).
 
 pub mod bench;
+pub mod bench_clients;
 pub mod bench_gossip;

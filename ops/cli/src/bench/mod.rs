@@ -21,6 +21,10 @@ pub enum BenchCommand {
     Raft(raft::RaftArgs),
     /// Gossip pool vs HashiCorp Serf: join convergence, failure detection, bandwidth.
     Gossip(crate::bench_gossip::GossipBenchArgs),
+    /// Client scale: one agent holding --allocs mock allocations (RSS, idle
+    /// CPU) and --clients simulated nodes heartbeating a 3-server region
+    /// (leader CPU).
+    Clients(crate::bench_clients::ClientsBenchArgs),
 }
 
 /// Run one `atoll bench` subcommand; Ctrl-C stops it and still cleans up.
@@ -29,6 +33,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         match cmd {
             BenchCommand::Raft(args) => raft::run(args).await,
             BenchCommand::Gossip(args) => crate::bench_gossip::run(args).await,
+            BenchCommand::Clients(args) => crate::bench_clients::run(args).await,
         }
     };
     tokio::select! {
