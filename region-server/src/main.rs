@@ -50,6 +50,12 @@ struct Args {
     /// This server's key (PEM).
     #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
     tls_key: Option<PathBuf>,
+    /// Smallest heartbeat TTL handed to clients (Go duration, default 10s).
+    #[arg(long)]
+    heartbeat_min_ttl: Option<String>,
+    /// Added to a client's TTL before its node is marked down (default 10s).
+    #[arg(long)]
+    heartbeat_grace: Option<String>,
     /// Gossip encryption key (base64 of 32 bytes), like Nomad's `encrypt`.
     #[arg(long)]
     encrypt: Option<String>,
@@ -122,6 +128,17 @@ fn build_config(args: Args) -> anyhow::Result<ServerConfig> {
         keys,
         reap_failed_after: std::time::Duration::from_secs(file.gossip.reap_failed_after_secs),
     });
+    let mut leader = region_server::leader::LeaderConfig::default();
+    let duration = |flag: &str, v: &str| {
+        region_server::api::query::parse_duration(flag, v)
+            .map_err(|e| anyhow::anyhow!("--{flag}: {}", e.message))
+    };
+    if let Some(v) = args.heartbeat_min_ttl.as_deref() {
+        leader.heartbeat.min_ttl = duration("heartbeat-min-ttl", v)?;
+    }
+    if let Some(v) = args.heartbeat_grace.as_deref() {
+        leader.heartbeat.grace = duration("heartbeat-grace", v)?;
+    }
     Ok(ServerConfig {
         name,
         region,
@@ -135,7 +152,7 @@ fn build_config(args: Args) -> anyhow::Result<ServerConfig> {
         tls,
         max_request_body_bytes: file.max_request_body_bytes,
         raft: file.raft,
-        leader: Default::default(),
+        leader,
         gossip,
     })
 }

@@ -528,7 +528,9 @@ impl World {
             .args(["--http-addr", &s.http, "--rpc-addr", &s.rpc])
             .args(["--bootstrap-expect", &self.servers.len().to_string()])
             .args(["--gossip-addr", &s.gossip, "--encrypt", &self.gossip_key])
-            .args(["--retry-join", &self.servers[0].gossip]);
+            .args(["--retry-join", &self.servers[0].gossip])
+            // Short heartbeat TTLs so a dead client is noticed within seconds.
+            .args(["--heartbeat-min-ttl", "1s", "--heartbeat-grace", "1s"]);
         for other in &self.servers {
             cmd.args(["--join", &other.rpc]);
         }
@@ -800,12 +802,92 @@ async fn restart_scenario(w: &mut World) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// With the world of `restart_scenario` still up: kill -9 one client agent
+/// process together with its task; the servers mark its node down after
+/// the TTL plus grace and replace the allocation on the other client.
+async fn lost_process_scenario(w: &mut World) -> anyhow::Result<()> {
+    let nodes = w.wait_nodes().await?;
+    let base = w.base(0);
+    let job = "lost";
+    register(&base, service_job(job, 1, false))
+        .await?
+        .expect(StatusCode::OK)
+        .context("registering the job")?;
+    let first = wait_running(&base, job, 1).await?.remove(0);
+    let first_id = first["ID"].as_str().context("alloc id")?.to_string();
+    let node = first["NodeID"].as_str().unwrap_or("").to_string();
+    let victim = nodes
+        .iter()
+        .position(|n| *n == node)
+        .with_context(|| format!("allocation on unknown node {node}"))?;
+    let survivor = 1 - victim;
+    let pid = wait_task_pid(&w.clients[victim].data_dir, &first_id).await?;
+    let pgid = stat(pid).map(|s| s.pgrp).unwrap_or(pid);
+
+    // kill -9 of the agent and of its task's process group.
+    let killed_at = std::time::Instant::now();
+    w.kill_client(victim)?;
+    kill9(-pgid);
+    kill9(pid);
+    poll(
+        "the dead client's node marked down",
+        Duration::from_secs(15),
+        || async { (node_status(&base, &nodes[victim]).await? == "down").then_some(()) },
+    )
+    .await?;
+    let replacement = poll(
+        "a replacement running on the other client",
+        Duration::from_secs(15),
+        || async {
+            let allocs = allocations(&base, job).await;
+            allocs.into_iter().find(|a| {
+                a["ClientStatus"] == "running"
+                    && a["NodeID"] == nodes[survivor].as_str()
+                    && a["ID"] != first_id.as_str()
+            })
+        },
+    )
+    .await;
+    let replacement = match replacement {
+        Ok(r) => r,
+        Err(e) => {
+            let allocs = allocations(&base, job).await;
+            let evals = get_json(&format!("{base}/v1/job/{job}/evaluations"))
+                .await
+                .map(|(_, v)| v)
+                .ok();
+            anyhow::bail!(
+                "{e}: allocations {} evaluations {:?}",
+                serde_json::to_string(&allocs).unwrap_or_default(),
+                evals
+            );
+        }
+    };
+    eprintln!(
+        "node down and allocation replaced {:.1} s after kill -9 (TTL 1-2 s + grace 1 s)",
+        killed_at.elapsed().as_secs_f64()
+    );
+    let old = allocation(&base, &first_id).await?;
+    ensure!(
+        old["ClientStatus"] == "lost",
+        "the old allocation is lost: {}",
+        old["ClientStatus"]
+    );
+    let new_id = replacement["ID"].as_str().context("alloc id")?.to_string();
+    let new_pid = wait_task_pid(&w.clients[survivor].data_dir, &new_id).await?;
+    stop_job_and_check_no_process_left(&base, job, &[new_id], &[new_pid], w.dir.path()).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_a_client_agent_process_leaves_its_task_running_and_a_restarted_agent_re_attaches(
 ) -> anyhow::Result<()> {
     let _serial = serial().await;
     let mut w = World::new("cfaults", 3, 2)?;
-    let result = restart_scenario(&mut w).await;
+    let mut result = restart_scenario(&mut w).await;
+    if result.is_ok() {
+        result = lost_process_scenario(&mut w).await;
+    }
     if result.is_err() {
         eprintln!("logs:\n{}", w.logs());
     }
