@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ops_kit::tls::{CertBundle, Role};
-use proto::model::{Allocation, Node};
+use proto::model::Node;
 use proto::rpc::client_service_client::ClientServiceClient;
 use proto::rpc::Payload;
 use serde::{Deserialize, Serialize};
@@ -19,59 +19,7 @@ use tonic::{Code, Status, Streaming};
 
 use crate::util::lock;
 
-/// The answer to Register and Heartbeat.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct NodeUpdateResponse {
-    /// Heartbeat within this many nanoseconds.
-    #[serde(rename = "HeartbeatTTL")]
-    pub heartbeat_ttl: i64,
-    /// RPC addresses of the region's voting servers.
-    pub servers: Vec<String>,
-    /// The leader's RPC address, when known.
-    #[serde(rename = "LeaderRPCAddr")]
-    pub leader_rpc_addr: String,
-    /// Raft index of the write, if one was made.
-    pub index: u64,
-}
-
-/// A node's credentials (and, for WatchAllocations, where to resume).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct NodeAuth {
-    /// Node id.
-    #[serde(rename = "NodeID")]
-    pub node_id: String,
-    /// Secret id.
-    #[serde(rename = "SecretID")]
-    pub secret_id: String,
-    /// Send changes after this index.
-    pub index: u64,
-}
-
-/// A batch of client allocation updates.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct AllocUpdateRequest {
-    /// Node id.
-    #[serde(rename = "NodeID")]
-    pub node_id: String,
-    /// Secret id.
-    #[serde(rename = "SecretID")]
-    pub secret_id: String,
-    /// Allocations with their client-owned fields.
-    pub allocs: Vec<Allocation>,
-}
-
-/// Changed allocations of a node.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct AllocWatchEvent {
-    /// Allocations changed after the previous event.
-    pub allocs: Vec<Allocation>,
-    /// The allocations table index this event reflects.
-    pub index: u64,
-}
+pub use proto::client::{AllocUpdateRequest, AllocWatchEvent, NodeAuth, NodeUpdateResponse};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]

@@ -1,6 +1,7 @@
 //! Atoll's contract: the Nomad-compatible domain model with its defaults and
 //! validation, and the gRPC protocol generated from `proto/atoll.proto`.
 
+pub mod client;
 pub mod model;
 
 /// Generated gRPC messages, clients and servers (`atoll.v1`).

@@ -525,10 +525,10 @@ pub async fn wait_ok(url: &str, timeout: Duration) -> anyhow::Result<Value> {
 
 // ---- processes ----
 
-/// The `region-server` binary beside this test's target directory, built
-/// first (`cargo build -p region-server --bin region-server`) so that it is
-/// never older than the library the in-process tests use.
-pub fn region_server_binary() -> anyhow::Result<PathBuf> {
+/// A workspace binary beside this test's target directory, built first
+/// (`cargo build -p <package> --bin <bin>`) so that it is never older than
+/// the libraries the in-process tests use.
+pub fn workspace_binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the test binary")?;
     // target/<profile>/deps/<test> -> target/<profile>
     let profile_dir = exe
@@ -543,7 +543,7 @@ pub fn region_server_binary() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
     cmd.current_dir(&workspace)
-        .args(["build", "-p", "region-server", "--bin", "region-server"]);
+        .args(["build", "-p", package, "--bin", bin]);
     // Cargo gives a running test the variables of its own package; build
     // scripts (ring's, for one) depend on some of them, so leaving them set
     // would make this build, and the next ordinary one, rebuild crates.
@@ -570,13 +570,18 @@ pub fn region_server_binary() -> anyhow::Result<PathBuf> {
     }
     let status = cmd.status().context("running cargo build")?;
     if !status.success() {
-        bail!("cargo build -p region-server failed: {status}");
+        bail!("cargo build -p {package} failed: {status}");
     }
-    let bin = profile_dir.join("region-server");
-    if !bin.exists() {
-        bail!("{} missing after cargo build", bin.display());
+    let path = profile_dir.join(bin);
+    if !path.exists() {
+        bail!("{} missing after cargo build", path.display());
     }
-    Ok(bin)
+    Ok(path)
+}
+
+/// The `region-server` binary (see [`workspace_binary`]).
+pub fn region_server_binary() -> anyhow::Result<PathBuf> {
+    workspace_binary("region-server", "region-server")
 }
 
 /// Where two JSON values differ: up to `limit` lines of `path: a != b`.

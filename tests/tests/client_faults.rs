@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use atoll_tests::{
-    delete, free_addr, get, get_json, poll, register, serial, TestRegion, DEFAULT_TIMEOUT,
+    delete, free_addr, get, get_json, poll, register, serial, workspace_binary, TestRegion,
+    DEFAULT_TIMEOUT,
 };
 use client_agent::{ClientAgent, ClientConfig};
 use ops_kit::tls::{DevCa, Role};
@@ -372,59 +373,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// A workspace binary beside this test's target directory, built first
-/// (the approach of `atoll_tests::region_server_binary`).
-fn workspace_binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the test binary")?;
-    let profile_dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("test binary outside a target directory")?
-        .to_path_buf();
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("workspace root")?
-        .to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&workspace)
-        .args(["build", "-p", package, "--bin", bin]);
-    // Cargo's variables for this test's package would make the build (and
-    // the next ordinary one) rebuild crates whose build scripts read them.
-    for (key, _) in std::env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        let set_for_the_test = key == "OUT_DIR"
-            || key == "CARGO_PRIMARY_PACKAGE"
-            || key == "CARGO_TARGET_TMPDIR"
-            || key == "CARGO_RUSTC_CURRENT_DIR"
-            || [
-                "CARGO_MANIFEST_",
-                "CARGO_PKG_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-            ]
-            .iter()
-            .any(|p| key.starts_with(p));
-        if set_for_the_test {
-            cmd.env_remove(key);
-        }
-    }
-    if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build -p {package} failed: {status}");
-    }
-    let path = profile_dir.join(bin);
-    ensure!(
-        path.exists(),
-        "{} missing after cargo build",
-        path.display()
-    );
-    Ok(path)
 }
 
 struct ServerSpec {
