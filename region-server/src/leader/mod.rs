@@ -107,10 +107,14 @@ async fn lead(
     stop: watch::Receiver<bool>,
 ) {
     let broker = handle.broker.clone();
-    // See every entry committed by earlier leaders before trusting the state.
-    if let Err(e) = service.read_barrier().await {
-        tracing::warn!(error = %e, "leader: barrier failed; not starting duties");
-        return;
+    // See every entry committed by earlier leaders before trusting the state;
+    // keep trying while this server leads.
+    while let Err(e) = service.read_barrier().await {
+        if stopped(&stop) {
+            return;
+        }
+        tracing::warn!(error = %e, "leader: read barrier failed; retrying before starting duties");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tracing::info!(workers = cfg.workers, "leader duties starting");
     let (plan_tx, plan_rx) = mpsc::channel::<PlanSubmission>(256);
