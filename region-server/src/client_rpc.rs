@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::leader::heartbeat::{HeartbeatConfig, Heartbeats};
 use crate::leader::now_ns;
-use crate::service::{Service, ServiceError};
+use crate::service::Service;
 use crate::state::{table, Command, CommandResponse, Tables};
 
 pub use proto::client::{AllocUpdateRequest, AllocWatchEvent, NodeAuth, NodeUpdateResponse};
@@ -72,16 +72,6 @@ impl ClientGrpc {
             .map(|(_, n)| n.rpc_addr)
             .unwrap_or_default();
         Status::failed_precondition(format!("not the leader; leader={leader}"))
-    }
-}
-
-fn svc_status(e: ServiceError) -> Status {
-    match e {
-        ServiceError::NoLeader => Status::unavailable("No cluster leader"),
-        ServiceError::NotFound(m) => Status::not_found(m),
-        ServiceError::Conflict(m) => Status::failed_precondition(m),
-        ServiceError::BadRequest(m) => Status::invalid_argument(m),
-        ServiceError::Internal(m) => Status::internal(m),
     }
 }
 
@@ -153,7 +143,7 @@ impl ClientService for ClientGrpc {
         if node.node_pool.is_empty() {
             node.node_pool = "default".into();
         }
-        let t = self.service.read(false).await.map_err(svc_status)?;
+        let t = self.service.read(false).await.map_err(Status::from)?;
         let evals = evals_for_node(&t, &node.id, "node-update");
         let node_id = node.id.clone();
         let (resp, index) = self
@@ -164,7 +154,7 @@ impl ClientService for ClientGrpc {
                 now: now_ns(),
             })
             .await
-            .map_err(svc_status)?;
+            .map_err(Status::from)?;
         if let CommandResponse::Conflict(m) = resp {
             return Err(Status::permission_denied(m));
         }
@@ -196,7 +186,7 @@ impl ClientService for ClientGrpc {
                     now: now_ns(),
                 })
                 .await
-                .map_err(svc_status)?;
+                .map_err(Status::from)?;
             index = i;
         }
         let ttl = self
@@ -212,7 +202,7 @@ impl ClientService for ClientGrpc {
         req: Request<Payload>,
     ) -> Result<Response<Self::WatchAllocationsStream>, Status> {
         let auth: NodeAuth = self.decode(req)?;
-        let t = self.service.read(false).await.map_err(svc_status)?;
+        let t = self.service.read(false).await.map_err(Status::from)?;
         self.authenticate(&t, &auth)?;
         let store = self.service.store.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Payload, Status>>(4);
@@ -307,7 +297,7 @@ impl ClientService for ClientGrpc {
             .service
             .write(Command::AllocClientUpdate { allocs, evals })
             .await
-            .map_err(svc_status)?;
+            .map_err(Status::from)?;
         reply(&serde_json::json!({ "Index": index }))
     }
 }

@@ -422,18 +422,9 @@ impl Service {
             client.join(change).await
         } else {
             client.leave(change).await
-        }
-        .map_err(|s| {
-            ServiceError::Internal(format!("leader {}: {}", leader.rpc_addr, s.message()))
-        })?
-        .into_inner();
-        if r.ok {
-            Ok(())
-        } else if r.message.starts_with("refusing") {
-            Err(ServiceError::BadRequest(r.message))
-        } else {
-            Err(ServiceError::Internal(r.message))
-        }
+        };
+        r.map(|_| ())
+            .map_err(|s| ServiceError::from_peer(&leader.rpc_addr, &s))
     }
 
     /// Leave the region gracefully: the leader hands off leadership by
@@ -545,13 +536,30 @@ impl RegionGrpc {
     }
 }
 
-fn status(e: ServiceError) -> Status {
-    match e {
-        ServiceError::NoLeader => Status::unavailable("No cluster leader"),
-        ServiceError::NotFound(m) => Status::not_found(m),
-        ServiceError::Conflict(m) => Status::failed_precondition(m),
-        ServiceError::BadRequest(m) => Status::invalid_argument(m),
-        ServiceError::Internal(m) => Status::internal(m),
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NoLeader => Status::unavailable("No cluster leader"),
+            ServiceError::NotFound(m) => Status::not_found(m),
+            ServiceError::Conflict(m) => Status::failed_precondition(m),
+            ServiceError::BadRequest(m) => Status::invalid_argument(m),
+            ServiceError::Internal(m) => Status::internal(m),
+        }
+    }
+}
+
+impl ServiceError {
+    /// The error a peer's gRPC status stands for (the inverse of
+    /// `Status::from`), naming the peer.
+    fn from_peer(addr: &str, s: &Status) -> Self {
+        let m = s.message().to_string();
+        match s.code() {
+            tonic::Code::Unavailable => ServiceError::NoLeader,
+            tonic::Code::NotFound => ServiceError::NotFound(m),
+            tonic::Code::FailedPrecondition => ServiceError::Conflict(m),
+            tonic::Code::InvalidArgument => ServiceError::BadRequest(m),
+            _ => ServiceError::Internal(format!("{addr}: {m}")),
+        }
     }
 }
 
@@ -607,10 +615,10 @@ impl RegionService for RegionGrpc {
         if !self.service.is_leader() {
             return Err(Status::unavailable("not the leader"));
         }
-        let r = self.service.add_server(m.node_id, node).await;
+        self.service.add_server(m.node_id, node).await?;
         Ok(Response::new(MembershipReply {
-            ok: r.is_ok(),
-            message: r.err().map(|e| e.to_string()).unwrap_or_default(),
+            ok: true,
+            message: String::new(),
         }))
     }
 
@@ -623,10 +631,10 @@ impl RegionService for RegionGrpc {
         if !self.service.is_leader() {
             return Err(Status::unavailable("not the leader"));
         }
-        let r = self.service.remove_server(m.node_id).await;
+        self.service.remove_server(m.node_id).await?;
         Ok(Response::new(MembershipReply {
-            ok: r.is_ok(),
-            message: r.err().map(|e| e.to_string()).unwrap_or_default(),
+            ok: true,
+            message: String::new(),
         }))
     }
 
@@ -647,8 +655,12 @@ impl RegionService for RegionGrpc {
         req: Request<ClusterInfoRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         self.check(&req)?;
-        let tables = self.service.read(false).await.map_err(status)?;
-        let bytes = self.service.snapshot_bytes(&tables).await.map_err(status)?;
+        let tables = self.service.read(false).await.map_err(Status::from)?;
+        let bytes = self
+            .service
+            .snapshot_bytes(&tables)
+            .await
+            .map_err(Status::from)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             for chunk in bytes.chunks(1024 * 1024) {

@@ -525,6 +525,27 @@ pub async fn wait_ok(url: &str, timeout: Duration) -> anyhow::Result<Value> {
 
 // ---- processes ----
 
+/// A child process, killed (SIGKILL) and reaped when dropped, so a failing
+/// test leaves nothing running.
+pub struct Proc {
+    /// The process.
+    pub child: std::process::Child,
+}
+
+impl Proc {
+    /// SIGKILL and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A workspace binary beside this test's target directory, built first
 /// (`cargo build -p <package> --bin <bin>`) so that it is never older than
 /// the libraries the in-process tests use.

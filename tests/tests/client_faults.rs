@@ -16,12 +16,12 @@
 //! (`$$`) to `$NOMAD_ALLOC_DIR/pid`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use atoll_tests::{
-    delete, free_addr, get, get_json, poll, register, serial, workspace_binary, TestRegion,
+    delete, free_addr, get, get_json, poll, register, serial, workspace_binary, Proc, TestRegion,
     DEFAULT_TIMEOUT,
 };
 use client_agent::{ClientAgent, ClientConfig};
@@ -356,24 +356,6 @@ async fn stop_job_and_check_no_process_left(
 }
 
 // ---- process level ----
-
-/// A child process, killed (SIGKILL) and reaped when dropped.
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 struct ServerSpec {
     name: String,

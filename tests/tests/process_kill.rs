@@ -3,12 +3,13 @@
 //! acknowledged write, and the killed server comes back from its files.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use atoll_tests::{
-    free_addr, get, get_json, must_register, poll, region_server_binary, wait_ok, DEFAULT_TIMEOUT,
+    free_addr, get, get_json, must_register, poll, region_server_binary, wait_ok, Proc,
+    DEFAULT_TIMEOUT,
 };
 use ops_kit::tls::{DevCa, Role};
 use reqwest::StatusCode;
@@ -26,24 +27,6 @@ struct Spec {
     gossip: String,
     data_dir: PathBuf,
     log: PathBuf,
-}
-
-/// A running server process, killed (SIGKILL) and reaped when dropped.
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 struct Cluster {

@@ -354,31 +354,17 @@ impl Tables {
                 status,
                 evals,
                 now,
-            } => {
-                let Some(old) = self.nodes.get(&node_id) else {
-                    return CommandResponse::NotFound(format!("node not found: {node_id}"));
-                };
-                let mut node = (**old).clone();
+            } => self.update_node(index, &node_id, evals, |node| {
                 node.status = status;
                 node.status_updated_at = now / 1_000_000_000;
-                node.modify_index = index;
-                self.nodes.insert(node_id, Arc::new(node));
-                self.touch(table::NODES, index);
-                for eval in evals {
-                    self.upsert_eval(index, eval);
-                }
-                CommandResponse::Ok
-            }
+                Ok(())
+            }),
             Command::NodeSchedulingUpdate {
                 node_id,
                 drain,
                 eligibility,
                 evals,
-            } => {
-                let Some(old) = self.nodes.get(&node_id) else {
-                    return CommandResponse::NotFound(format!("node not found: {node_id}"));
-                };
-                let mut node = (**old).clone();
+            } => self.update_node(index, &node_id, evals, |node| {
                 if let Some(d) = drain {
                     node.drain = d.is_some();
                     if d.is_some() {
@@ -388,20 +374,12 @@ impl Tables {
                 }
                 if let Some(e) = eligibility {
                     if node.drain && e == "eligible" {
-                        return CommandResponse::Conflict(
-                            "can not set eligibility while a node is draining".into(),
-                        );
+                        return Err("can not set eligibility while a node is draining".into());
                     }
                     node.scheduling_eligibility = e;
                 }
-                node.modify_index = index;
-                self.nodes.insert(node_id, Arc::new(node));
-                self.touch(table::NODES, index);
-                for eval in evals {
-                    self.upsert_eval(index, eval);
-                }
-                CommandResponse::Ok
-            }
+                Ok(())
+            }),
             Command::AllocMigrate { alloc_ids, evals } => {
                 for id in alloc_ids {
                     let Some(old) = self.allocs.get(&id) else {
@@ -787,6 +765,31 @@ impl Tables {
         if !gone_evals.is_empty() {
             self.touch(table::EVALS, index);
         }
+    }
+
+    /// Change an existing node with `change` (an `Err` is a conflict and
+    /// changes nothing) and create `evals` with it.
+    fn update_node(
+        &mut self,
+        index: u64,
+        node_id: &str,
+        evals: Vec<Evaluation>,
+        change: impl FnOnce(&mut Node) -> Result<(), String>,
+    ) -> CommandResponse {
+        let Some(old) = self.nodes.get(node_id) else {
+            return CommandResponse::NotFound(format!("node not found: {node_id}"));
+        };
+        let mut node = (**old).clone();
+        if let Err(m) = change(&mut node) {
+            return CommandResponse::Conflict(m);
+        }
+        node.modify_index = index;
+        self.nodes.insert(node_id.to_string(), Arc::new(node));
+        self.touch(table::NODES, index);
+        for eval in evals {
+            self.upsert_eval(index, eval);
+        }
+        CommandResponse::Ok
     }
 
     /// Keep the job summary's per-group counts in step with an allocation's
