@@ -104,9 +104,13 @@ impl RegionServer {
             http_addr: http_addr.to_string(),
         };
 
+        let metrics = Metrics::new(&cfg.region).context("metrics registry")?;
         let log_store = LogStore::open(&cfg.data_dir.join("raft.db")).await?;
+        let committed = log_store.committed_index();
         let store = StateStore::default();
-        let sm = StateMachine::open(&cfg.data_dir.join("snapshots"), store.clone()).await?;
+        let sm = StateMachine::open(&cfg.data_dir.join("snapshots"), store.clone())
+            .await?
+            .with_apply_histogram(metrics.raft_apply_duration.clone());
         let peers = PeerPool::new(tls.clone(), &cfg.region);
         let raft_config = Arc::new(cfg.raft.to_config(&cfg.region).context("raft settings")?);
         let raft = Raft::new(
@@ -129,7 +133,6 @@ impl RegionServer {
             peers,
         )
         .with_quorum_timeout(cfg.raft.failover_window());
-        let metrics = Metrics::new(&cfg.region).context("metrics registry")?;
         let gossip = match &cfg.gossip {
             None => None,
             Some(g) => {
@@ -144,14 +147,22 @@ impl RegionServer {
                 me.http_addr = http_addr.to_string();
                 me.version = env!("CARGO_PKG_VERSION").to_string();
                 Some(
-                    GossipPool::start(g.pool.clone(), me, keyring, Some(&metrics.registry))
-                        .await
-                        .context("starting the gossip pool")?,
+                    GossipPool::start(
+                        g.pool.clone(),
+                        me,
+                        keyring,
+                        Some(metrics.telemetry.registry()),
+                    )
+                    .await
+                    .context("starting the gossip pool")?,
                 )
             }
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let leader = LeaderHandle::new(&cfg.leader);
+        let leader = LeaderHandle::new(&cfg.leader).with_metrics(metrics.leader.clone());
+        metrics
+            .install(service.clone(), leader.clone(), committed)
+            .context("metrics registry")?;
         let mut tasks = Vec::new();
 
         // gRPC: Raft and region services, mTLS.
@@ -164,6 +175,7 @@ impl RegionServer {
         let grpc = tonic::transport::Server::builder()
             .tls_config(tls.server_tls_config())
             .context("gRPC TLS settings")?
+            .layer(metrics.grpc.clone())
             .add_service(
                 RaftServiceServer::new(raft_svc).max_decoding_message_size(256 * 1024 * 1024),
             )
@@ -227,7 +239,7 @@ impl RegionServer {
         tasks.push(tokio::spawn(
             metrics
                 .clone()
-                .sample_loop(service.clone(), shutdown_rx.clone()),
+                .watch_leader(service.clone(), shutdown_rx.clone()),
         ));
         tasks.push(tokio::spawn(crate::leader::run(
             service.clone(),

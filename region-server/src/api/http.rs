@@ -5,11 +5,10 @@
 //! `X-Nomad-LastContact`. Errors are plain text with Nomad's statuses.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
@@ -159,10 +158,9 @@ pub fn router(state: ApiState) -> Router {
                 .put(super::client_proxy::by_alloc),
         )
         .route("/v1/client/stats", get(super::client_proxy::by_node))
-        .route("/v1/metrics", get(metrics_endpoint))
-        .route("/metrics", get(prometheus_endpoint))
+        .merge(state.metrics.telemetry.routes())
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(state.metrics.http.clone())
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -172,29 +170,6 @@ async fn not_found(method: Method, uri: http::Uri) -> ApiError {
         "Invalid URL: no endpoint for {method} {}",
         uri.path()
     ))
-}
-
-/// Counts requests and latency by route and status.
-async fn track(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    state
-        .metrics
-        .http_latency
-        .with_label_values(&[&route, &method])
-        .observe(start.elapsed().as_secs_f64());
-    state
-        .metrics
-        .http_requests
-        .with_label_values(&[&route, &method, resp.status().as_str()])
-        .inc();
-    resp
 }
 
 use crate::leader::now_ns;
@@ -1018,32 +993,6 @@ async fn snapshot_restore(
     }
     let index = s.service.restore(body.to_vec()).await?;
     s.json(index, &serde_json::Value::Null)
-}
-
-async fn metrics_endpoint(State(s): State<ApiState>, query: Q) -> ApiResult {
-    let q = QueryOptions::parse(query.0)?;
-    if q.format.as_deref() == Some("prometheus") {
-        return Ok(prometheus_text(&s));
-    }
-    s.json(
-        0,
-        &ops_kit::telemetry::encode_nomad_json(&s.metrics.registry),
-    )
-}
-
-async fn prometheus_endpoint(State(s): State<ApiState>) -> Response {
-    prometheus_text(&s)
-}
-
-fn prometheus_text(s: &ApiState) -> Response {
-    (
-        [(
-            http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        ops_kit::telemetry::encode_prometheus(&s.metrics.registry),
-    )
-        .into_response()
 }
 
 // ---- scheduling: plan, evaluate, drain, eligibility, alloc stop, deployments, gc ----

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use proto::model::{Allocation, Deployment, Evaluation};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::metrics::LeaderMetrics;
 use crate::scheduler::{self, Plan, SchedulerConfig, SchedulerContext};
 use crate::service::Service;
 use crate::state::{table, Command, Tables};
@@ -120,16 +121,23 @@ async fn lead(
     let (plan_tx, plan_rx) = mpsc::channel::<PlanSubmission>(256);
     let mut tasks = vec![
         tokio::spawn(feed_broker(service.clone(), broker.clone(), stop.clone())),
-        tokio::spawn(plan_applier(service.clone(), plan_rx, stop.clone())),
+        tokio::spawn(plan_applier(
+            service.clone(),
+            plan_rx,
+            handle.metrics.clone(),
+            stop.clone(),
+        )),
         tokio::spawn(broker_housekeeping(
             service.clone(),
             broker.clone(),
+            handle.metrics.clone(),
             stop.clone(),
         )),
         tokio::spawn(heartbeat_timers(
             service.clone(),
             handle.heartbeats.clone(),
             cfg.heartbeat.clone(),
+            handle.metrics.clone(),
             stop.clone(),
         )),
     ];
@@ -139,12 +147,15 @@ async fn lead(
             cfg.clone(),
             broker.clone(),
             plan_tx.clone(),
+            handle.metrics.clone(),
             stop.clone(),
         )));
     }
     for t in tasks {
         let _ = t.await;
     }
+    // Plans still queued died with the applier.
+    handle.metrics.plan_queue_depth.set(0);
 }
 
 fn stopped(stop: &watch::Receiver<bool>) -> bool {
@@ -207,6 +218,7 @@ fn freed_capacity(t: &Tables, since: u64) -> bool {
 async fn broker_housekeeping(
     service: Service,
     broker: SharedBroker,
+    metrics: LeaderMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -227,9 +239,11 @@ async fn broker_housekeeping(
             e.modify_time = now_ns();
             updates.push(e);
         }
+        let failed = updates.iter().filter(|e| e.status == "failed").count();
         if !updates.is_empty() {
-            if let Err(e) = service.write(Command::EvalUpsert { evals: updates }).await {
-                tracing::warn!(error = %e, "writing canceled/failed evaluations");
+            match service.write(Command::EvalUpsert { evals: updates }).await {
+                Ok(_) => metrics.evaluations_failed.inc_by(failed as u64),
+                Err(e) => tracing::warn!(error = %e, "writing canceled/failed evaluations"),
             }
         }
         tokio::select! {
@@ -262,6 +276,7 @@ async fn worker(
     cfg: LeaderConfig,
     broker: SharedBroker,
     plans: mpsc::Sender<PlanSubmission>,
+    metrics: LeaderMetrics,
     stop: watch::Receiver<bool>,
 ) {
     while !stopped(&stop) {
@@ -271,7 +286,9 @@ async fn worker(
         else {
             continue;
         };
-        let outcome = schedule(&service, &cfg, &plans, &eval).await;
+        let outcome = schedule(&service, &cfg, &plans, &metrics, &eval).await;
+        let result = if outcome.is_ok() { "ack" } else { "nack" };
+        metrics.evaluations.with_label_values(&[result]).inc();
         broker.with(|b| {
             let r = match &outcome {
                 Ok(()) => b.ack(&eval.id, &token),
@@ -293,6 +310,7 @@ async fn schedule(
     service: &Service,
     cfg: &LeaderConfig,
     plans: &mpsc::Sender<PlanSubmission>,
+    metrics: &LeaderMetrics,
     eval: &Evaluation,
 ) -> Result<(), String> {
     // The scheduler must see at least the state the evaluation was made in.
@@ -316,6 +334,7 @@ async fn schedule(
         evals.extend(result.blocked_eval);
         evals.extend(result.followup_evals);
         let (tx, rx) = oneshot::channel();
+        metrics.plan_queue_depth.inc();
         plans
             .send(PlanSubmission {
                 plan: result.plan,
@@ -323,7 +342,10 @@ async fn schedule(
                 reply: tx,
             })
             .await
-            .map_err(|_| "plan applier stopped".to_string())?;
+            .map_err(|_| {
+                metrics.plan_queue_depth.dec();
+                "plan applier stopped".to_string()
+            })?;
         let outcome = rx.await.map_err(|_| "plan applier stopped".to_string())??;
         if !outcome.partial {
             return Ok(());
@@ -352,6 +374,7 @@ fn seed(id: &str, attempt: usize) -> u64 {
 async fn plan_applier(
     service: Service,
     mut rx: mpsc::Receiver<PlanSubmission>,
+    metrics: LeaderMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -366,11 +389,14 @@ async fn plan_applier(
                 Err(_) => break,
             }
         }
+        metrics.plan_queue_depth.sub(batch.len() as i64);
+        let _timer = metrics.plan_apply_duration.start_timer();
         let mut overlay: Tables = (*service.store.snapshot()).clone();
         let mut allocs: Vec<Allocation> = Vec::new();
         let mut evals: Vec<Evaluation> = Vec::new();
         let mut deployments: Vec<Deployment> = Vec::new();
         let mut partial = Vec::with_capacity(batch.len());
+        let mut placed = 0usize;
         for sub in &batch {
             let result = scheduler::evaluate_plan(&overlay, &sub.plan);
             // The state keeps allocations without an embedded job copy, so
@@ -385,6 +411,12 @@ async fn plan_applier(
                     ..a.clone()
                 })
                 .collect();
+            placed += result
+                .node_allocation
+                .values()
+                .flatten()
+                .filter(|a| !overlay.allocs.contains_key(&a.id))
+                .count();
             // Later plans in this batch are checked against this one's effect.
             let scratch_index = overlay.index;
             overlay.apply(
@@ -436,6 +468,9 @@ async fn plan_applier(
             continue;
         }
         let committed = service.write(cmd).await.map(|(_, index)| index);
+        if committed.is_ok() {
+            metrics.placements.inc_by(placed as u64);
+        }
         for (sub, partial) in batch.into_iter().zip(partial) {
             let r = match &committed {
                 Ok(index) => Ok(PlanOutcome {
@@ -460,6 +495,8 @@ pub struct LeaderHandle {
     pub broker: SharedBroker,
     /// Node heartbeat timers (empty while this server follows).
     pub heartbeats: Heartbeats,
+    /// Counters of the leader's work.
+    pub metrics: LeaderMetrics,
 }
 
 impl LeaderHandle {
@@ -468,7 +505,14 @@ impl LeaderHandle {
         Self {
             broker: SharedBroker::new(cfg.broker.clone()),
             heartbeats: Heartbeats::default(),
+            metrics: LeaderMetrics::default(),
         }
+    }
+
+    /// Count the leader's work into `metrics` (registered ones).
+    pub fn with_metrics(mut self, metrics: LeaderMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -479,6 +523,7 @@ async fn heartbeat_timers(
     service: Service,
     heartbeats: Heartbeats,
     cfg: HeartbeatConfig,
+    metrics: LeaderMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
     let ready = |t: &Tables| -> Vec<String> {
@@ -525,6 +570,8 @@ async fn heartbeat_timers(
             {
                 tracing::warn!(node = %node_id, error = %e, "marking node down");
                 heartbeats.reset(&cfg, &node_id, 0.0);
+            } else {
+                metrics.heartbeats_expired.inc();
             }
         }
     }
