@@ -477,3 +477,21 @@ fn metric_names(expr: &str) -> Vec<String> {
     }
     out
 }
+
+/// The example configurations use the keys the binaries read (both file
+/// formats reject unknown keys).
+#[test]
+fn example_configs_parse() {
+    let dir = deploy_dir().join("config");
+    let server: region_server::config::FileConfig =
+        ops_kit::config::load_toml(&dir.join("server.toml")).expect("config/server.toml");
+    assert_eq!(server.region, "eu");
+    assert_eq!(server.bootstrap_expect, Some(3));
+    assert!(server.tls.is_some());
+    assert_eq!(server.gossip.keys.len(), 1);
+    let client: client_agent::config::FileConfig =
+        ops_kit::config::load_toml(&dir.join("client.toml")).expect("config/client.toml");
+    assert_eq!(client.region, "eu");
+    assert_eq!(client.servers.len(), 3);
+    assert_eq!(client.reserved.cpu, 500);
+}
