@@ -156,7 +156,12 @@ async fn every_component_serves_metrics_that_promtool_accepts() -> anyhow::Resul
     let _serial = atoll_tests::serial().await;
     // Fail early and clearly when promtool is missing.
     promtool();
-    let region = TestRegion::start(1, "eu").await?;
+    // Short heartbeat TTLs, so the node goes down soon after its agent stops.
+    let region = TestRegion::start_with(1, "eu", |c| {
+        c.leader.heartbeat.min_ttl = Duration::from_secs(2);
+        c.leader.heartbeat.grace = Duration::from_secs(1);
+    })
+    .await?;
     region.wait_leader(Duration::from_secs(10)).await?;
     let base = region.http(0);
 
@@ -326,7 +331,27 @@ async fn every_component_serves_metrics_that_promtool_accepts() -> anyhow::Resul
         &text(&format!("{client_base}/v1/metrics?format=prometheus")).await?,
     );
 
+    // The agent goes away: its heartbeat timer expires, the node is marked
+    // down, and the next scrape shows it (the cached node counts follow the
+    // table).
     agent.shutdown_and_kill_tasks().await;
+    let after = poll("the node marked down", Duration::from_secs(30), || {
+        let url = format!("{base}/metrics");
+        async move {
+            let t = text(&url).await.ok()?;
+            (sample(&t, "atoll_state_nodes", &[("status", "down")]) == Some(1.0)).then_some(t)
+        }
+    })
+    .await?;
+    assert_eq!(
+        sample(&after, "atoll_state_nodes", &[("status", "ready")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&after, "atoll_heartbeat_expired_total", &[]),
+        Some(1.0)
+    );
+    check_metrics("server (after the node went down)", &after);
     region.shutdown().await;
     Ok(())
 }
