@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use atoll_tests::{poll, TestRegion};
 use client_agent::{ClientAgent, ClientConfig};
+use ops_kit::telemetry::{ScrapeTarget, TargetRole};
 use serde_json::{json, Value};
 
 /// The `promtool` binary (`$PROMTOOL`, else the one on `PATH`).
@@ -409,6 +410,48 @@ fn prometheus_config_and_alert_rules_pass_promtool() {
         assert!(group["labels"]["instance_name"].is_string(), "{group}");
     }
     std::fs::write(&targets, &example).expect("write targets");
+    // The file as ops-kit writes it for `atoll dev` has the example's shape.
+    let written = ops_kit::telemetry::file_sd_json(&[
+        ScrapeTarget {
+            addr: "127.0.0.1:4646".into(),
+            role: TargetRole::Server,
+            region: Some("eu".into()),
+            instance_name: "s1.eu".into(),
+        },
+        ScrapeTarget {
+            addr: "127.0.0.1:4646".into(),
+            role: TargetRole::Client,
+            region: Some("eu".into()),
+            instance_name: "c1.eu".into(),
+        },
+        ScrapeTarget {
+            addr: "127.0.0.1:4656".into(),
+            role: TargetRole::Gateway,
+            region: None,
+            instance_name: "gw1".into(),
+        },
+    ]);
+    let written: Value = serde_json::from_str(&written).expect("file_sd JSON");
+    let keys = |v: &Value| -> Vec<Vec<String>> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| {
+                let mut k: Vec<String> = g["labels"]
+                    .as_object()
+                    .map(|o| o.keys().cloned().collect())
+                    .unwrap_or_default();
+                k.insert(0, g["labels"]["role"].as_str().unwrap_or("").to_string());
+                k
+            })
+            .collect()
+    };
+    for group in keys(&written) {
+        assert!(
+            keys(&parsed).contains(&group),
+            "{group:?} not in the example"
+        );
+    }
     let config = std::fs::read_to_string(deploy.join("prometheus.yml")).expect("prometheus.yml");
     assert!(
         config.contains("/tmp/atoll-dev/prometheus/targets.json"),
@@ -422,6 +465,19 @@ fn prometheus_config_and_alert_rules_pass_promtool() {
     std::fs::write(dir.path().join("prometheus.yml"), config).expect("write config");
     let report = run_promtool(&["check", "config", "prometheus.yml"], None, dir.path());
     assert!(!report.contains("WARNING"), "{report}");
+
+    // And promtool takes the written file too.
+    ops_kit::telemetry::write_file_sd(
+        &targets,
+        &[ScrapeTarget {
+            addr: "127.0.0.1:4646".into(),
+            role: TargetRole::Server,
+            region: Some("eu".into()),
+            instance_name: "s1.eu".into(),
+        }],
+    )
+    .expect("write_file_sd");
+    run_promtool(&["check", "config", "prometheus.yml"], None, dir.path());
 
     // A broken targets file is caught: the check above can fail.
     std::fs::write(&targets, r#"[{"targets": "not-a-list"}]"#).expect("write targets");

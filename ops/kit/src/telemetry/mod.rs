@@ -23,6 +23,10 @@
 //! `_bytes`), counters end in `_total`, labels have few values (never ids of
 //! allocations, jobs or nodes).
 //!
+//! [`write_file_sd`] keeps a Prometheus file-based service discovery list
+//! (`<data-dir>/prometheus/targets.json`, see [`file_sd_path`]) of the
+//! processes to scrape.
+//!
 //! # Logs
 //!
 //! [`init_logging`] installs a `tracing` subscriber writing to stderr, either
@@ -52,6 +56,7 @@
 //!
 //! Labels become the `Labels` object of each entry.
 
+mod file_sd;
 mod grpc;
 mod http;
 mod logging;
@@ -71,6 +76,7 @@ use prometheus::{
 };
 use serde_json::{json, Map, Value};
 
+pub use self::file_sd::{file_sd_json, file_sd_path, write_file_sd, ScrapeTarget, TargetRole};
 pub use self::grpc::{GrpcMetricsBody, GrpcMetricsLayer, GrpcMetricsService};
 pub use self::http::{HttpMetricsLayer, HttpMetricsService};
 pub use self::logging::{init_logging, init_tracing, log_filter, subscriber};
