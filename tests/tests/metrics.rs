@@ -576,3 +576,91 @@ fn example_configs_parse() {
     assert_eq!(client.servers.len(), 3);
     assert_eq!(client.reserved.cpu, 500);
 }
+
+/// `--log-level` takes per-module directives and refuses bad ones;
+/// `--log-json` writes one JSON object per line. (Real processes: logging
+/// is process-global.)
+#[test]
+fn binaries_take_log_level_and_log_json() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let server = atoll_tests::workspace_binary("region-server", "region-server")?;
+    let client = atoll_tests::workspace_binary("client-agent", "client-agent")?;
+    for bin in [&server, &client] {
+        let out = Command::new(bin)
+            .args(["--log-level", "info,region_server=loud"])
+            .stdin(Stdio::null())
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}: {err}", bin.display());
+        assert!(
+            err.contains("invalid log level") && err.contains("region_server=loud"),
+            "{}: {err}",
+            bin.display()
+        );
+    }
+
+    let dir = tempfile::tempdir()?;
+    let child = Command::new(&server)
+        .args([
+            "--log-json",
+            "--log-level",
+            "warn,region_server::server=info",
+            "--name",
+            "s1",
+            "--region",
+            "eu",
+            "--bootstrap-expect",
+            "1",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("s1"))
+        .args(["--http-addr", &atoll_tests::free_addr()])
+        .args(["--rpc-addr", &atoll_tests::free_addr()])
+        .args(["--gossip-addr", &atoll_tests::free_addr()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut proc = atoll_tests::Proc { child };
+    let stderr = proc
+        .child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let started = loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+                if v["fields"]["message"] == "region server started" {
+                    break v;
+                }
+                seen.push(line);
+            }
+            Err(e) => panic!("no start line ({e}); saw {seen:?}"),
+        }
+    };
+    assert_eq!(started["level"], "INFO", "{started}");
+    assert_eq!(started["target"], "region_server::server", "{started}");
+    assert_eq!(started["fields"]["region"], "eu", "{started}");
+    // Only warnings from other modules got through the filter.
+    for line in &seen {
+        let v: Value = serde_json::from_str(line)?;
+        assert!(
+            v["level"] == "WARN" || v["level"] == "ERROR" || v["target"] == "region_server::server",
+            "{line}"
+        );
+    }
+    proc.kill();
+    Ok(())
+}
