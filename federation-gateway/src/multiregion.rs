@@ -10,8 +10,10 @@
 //! each batch until every region of it is healthy, then registers the next.
 //!
 //! A region is healthy when the latest deployment of the registered job
-//! version there is `successful`, or, when that version has no deployment,
-//! when its allocations of that version are running at the desired count.
+//! version there is `successful`, or when its allocations of that version
+//! are running at the desired count (with no deployment, or one still
+//! running: region servers do not yet track allocation health in
+//! deployments, so a running deployment never completes on its own).
 //! A region fails when its deployment fails or is cancelled, when its
 //! register is refused, or when it is not healthy within the configured
 //! rollout deadline. Then `Strategy.OnFailure` decides: `fail_all` stops
@@ -485,16 +487,19 @@ async fn region_health(s: &FrontState, region: &str, job: &Job, version: u64) ->
             if let Ok(d) = serde_json::from_slice::<Value>(&body) {
                 if d.get("JobVersion").and_then(Value::as_u64) == Some(version) {
                     let st = d.get("Status").and_then(Value::as_str).unwrap_or_default();
-                    return match st {
-                        "successful" => Health::Healthy,
-                        "failed" | "cancelled" => Health::Failed(format!(
-                            "deployment {st}: {}",
-                            d.get("StatusDescription")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                        )),
-                        _ => Health::Pending,
-                    };
+                    match st {
+                        "successful" => return Health::Healthy,
+                        "failed" | "cancelled" => {
+                            return Health::Failed(format!(
+                                "deployment {st}: {}",
+                                d.get("StatusDescription")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or_default()
+                            ))
+                        }
+                        // Still running: the allocations below decide.
+                        _ => {}
+                    }
                 }
             }
         }
