@@ -101,10 +101,13 @@ impl Rollout {
     }
 }
 
+/// (namespace, job id).
+type JobKey = (String, String);
+
 /// The rollouts this gateway runs, by namespace and job id. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Rollouts {
-    inner: Arc<Mutex<HashMap<(String, String), Arc<Rollout>>>>,
+    inner: Arc<Mutex<HashMap<JobKey, Arc<Rollout>>>>,
 }
 
 impl Rollouts {

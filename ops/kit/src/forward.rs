@@ -294,8 +294,11 @@ pub struct ChannelPool {
     tls: Arc<CertBundle>,
     per_peer: usize,
     connect_timeout: Duration,
-    channels: Arc<Mutex<HashMap<(String, String), Arc<Slot>>>>,
+    channels: Arc<Mutex<HashMap<PeerKey, Arc<Slot>>>>,
 }
+
+/// (address, expected certificate name).
+type PeerKey = (String, String);
 
 struct Slot {
     channels: Vec<Channel>,
