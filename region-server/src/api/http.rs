@@ -63,7 +63,7 @@ type Q = Query<Vec<(String, String)>>;
 type ApiResult = Result<Response, ApiError>;
 
 /// The `/v1` router.
-pub fn router(state: ApiState) -> Router {
+pub fn router(state: ApiState, federation: super::forward::Federation) -> Router {
     let max_body = state.max_body;
     Router::new()
         .route(
@@ -161,6 +161,10 @@ pub fn router(state: ApiState) -> Router {
         .merge(state.metrics.telemetry.routes())
         .fallback(not_found)
         .layer(state.metrics.http.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            federation,
+            super::forward::route,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -198,7 +202,10 @@ impl ApiState {
         let q = QueryOptions::parse(pairs)?;
         if let Some(r) = &q.region {
             if *r != self.service.region {
-                return Err(ApiError::internal(format!("No path to region \"{r}\"")));
+                return Err(ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message: format!("No path to region \"{r}\""),
+                });
             }
         }
         Ok(q)
