@@ -10,5 +10,6 @@
 
 pub mod config;
 pub mod gossip;
+pub mod pki;
 pub mod telemetry;
 pub mod tls;
