@@ -2,6 +2,7 @@
 //! validation, and the gRPC protocol generated from `proto/atoll.proto`.
 
 pub mod client;
+pub mod hcl;
 pub mod model;
 
 /// Generated gRPC messages, clients and servers (`atoll.v1`).

@@ -2,6 +2,10 @@
 //!
 //! The binary (`src/main.rs`) only parses flags; each subcommand lives in a
 //! module of this library:
+//! - [`cmd`]: the operator commands over the HTTP API (`job`, `alloc`,
+//!   `node`, `eval`, `server`, `operator`, `region`, `status`, `tls`), one
+//!   module per noun, with [`client`] (the HTTP client: address, region,
+//!   token, TLS) and [`format`] (tables, times, job diffs);
 //! - [`bench`]: `atoll bench ...`, measurements of Atoll against references
 //!   (`atoll bench raft`: replicated durable writes against etcd;
 //!   `atoll bench gossip`: the gossip pool against HashiCorp Serf;
@@ -11,3 +15,6 @@
 pub mod bench;
 pub mod bench_clients;
 pub mod bench_gossip;
+pub mod client;
+pub mod cmd;
+pub mod format;

@@ -1,18 +1,23 @@
-//! `atoll`: the Atoll operator CLI.
+//! `atoll`: the Atoll operator CLI. This file only parses flags and maps
+//! results to exit codes; the commands live in the library (`atoll::cmd`).
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "atoll", version, about = "The Atoll operator CLI")]
 struct Cli {
+    #[command(flatten)]
+    global: atoll::cmd::GlobalFlags,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Api(atoll::cmd::ApiCommand),
     /// Benchmarks of Atoll, side by side with reference systems.
     #[command(subcommand)]
     Bench(atoll::bench::BenchCommand),
@@ -22,14 +27,25 @@ enum Command {
 async fn main() -> ExitCode {
     ops_kit::telemetry::init_tracing("warn");
     ops_kit::tls::install_crypto_provider();
-    let cli = Cli::parse();
+    let mut cmd = Cli::command();
+    let long = atoll::cmd::long_flags(&cmd);
+    let args = atoll::cmd::normalize_args(std::env::args().collect(), &long);
+    // Usage errors exit 2 (clap's convention, and Nomad's).
+    let cli = match cmd
+        .try_get_matches_from_mut(args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
-        Command::Bench(cmd) => atoll::bench::run(cmd).await,
+        Command::Api(c) => atoll::cmd::run(c, &cli.global).await,
+        Command::Bench(c) => atoll::bench::run(c).await.map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("Error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -14,5 +14,6 @@ pub mod authz;
 pub mod config;
 pub mod forward;
 pub mod gossip;
+pub mod pki;
 pub mod telemetry;
 pub mod tls;

@@ -274,7 +274,7 @@ fn check_key_pem(pem: &str, what: &str) -> Result<(), TlsError> {
         })
 }
 
-fn read_file(path: &Path) -> Result<String, TlsError> {
+pub(crate) fn read_file(path: &Path) -> Result<String, TlsError> {
     std::fs::read_to_string(path).map_err(|source| TlsError::Io {
         action: "read",
         path: path.to_path_buf(),
@@ -285,7 +285,7 @@ fn read_file(path: &Path) -> Result<String, TlsError> {
 /// Writes `contents` to `path` through a temporary file and a rename, so readers
 /// never see half a file. With `private`, the file is created with mode 0600
 /// (on Unix) before anything is written to it.
-fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
+pub(crate) fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
     use std::io::Write;
 
     let io = |action: &'static str, p: &Path| {
@@ -326,7 +326,7 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), TlsError
     Ok(())
 }
 
-fn create_dir(dir: &Path) -> Result<(), TlsError> {
+pub(crate) fn create_dir(dir: &Path) -> Result<(), TlsError> {
     std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
         action: "create directory",
         path: dir.to_path_buf(),
@@ -551,6 +551,17 @@ impl DevCa {
     /// gateway), valid for about a year. SANs: the identity name, `localhost`,
     /// `127.0.0.1` and `::1`; usable for both TLS server and client auth.
     pub fn issue(&self, role: Role, region: &str) -> Result<CertBundle, TlsError> {
+        self.issue_with_sans(role, region, &[])
+    }
+
+    /// Like [`DevCa::issue`], with `extra_sans` (DNS names or IP addresses)
+    /// added to the certificate's subject alternative names.
+    pub fn issue_with_sans(
+        &self,
+        role: Role,
+        region: &str,
+        extra_sans: &[String],
+    ) -> Result<CertBundle, TlsError> {
         if role != Role::Gateway && !is_valid_region(region) {
             return Err(TlsError::InvalidRegion(region.to_string()));
         }
@@ -559,13 +570,18 @@ impl DevCa {
             let action = format!("{action} for {name}");
             move |source| TlsError::Generate { action, source }
         };
-        let mut params = CertificateParams::new(vec![
+        let mut sans = vec![
             name.clone(),
             "localhost".to_string(),
             "127.0.0.1".to_string(),
             "::1".to_string(),
-        ])
-        .map_err(generate("build the certificate"))?;
+        ];
+        for san in extra_sans {
+            if !sans.contains(san) {
+                sans.push(san.clone());
+            }
+        }
+        let mut params = CertificateParams::new(sans).map_err(generate("build the certificate"))?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Atoll");
         dn.push(DnType::CommonName, name.as_str());

@@ -71,6 +71,10 @@ pub fn router(state: ApiState, federation: super::forward::Federation) -> Router
             get(list_jobs).put(register_job).post(register_job),
         )
         .route(
+            "/v1/jobs/parse",
+            put(super::parse::parse_job).post(super::parse::parse_job),
+        )
+        .route(
             "/v1/job/{id}",
             get(get_job)
                 .put(register_job_id)

@@ -10,6 +10,7 @@ use crate::service::ServiceError;
 pub mod client_proxy;
 pub mod forward;
 pub mod http;
+pub mod parse;
 pub mod query;
 
 /// An API error: a status and a plain-text message, as Nomad answers.

@@ -1,0 +1,407 @@
+//! The real `atoll` binary against an in-process region server and client
+//! agent: an HCL job goes through `job run` (parsed by `/v1/jobs/parse`,
+//! followed to the end of its evaluation), runs, its logs are read with
+//! `alloc logs`, `job status -json` and `job plan` (exit codes 0/1/255)
+//! see it, and `job stop` stops it; `server members`, `operator raft
+//! list-peers`, `operator snapshot save/inspect`, `node status`, `tls`
+//! and error exit codes along the way. Flags are written Nomad's way
+//! (`-address`, `-json`), which the CLI accepts beside `--address`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use client_agent::{ClientAgent, ClientConfig};
+use region_server::{RegionServer, ServerConfig};
+use serde_json::Value;
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+async fn atoll(bin: &Path, args: &[&str]) -> Out {
+    let out = tokio::process::Command::new(bin)
+        .args(args)
+        .env_remove("ATOLL_ADDR")
+        .env_remove("NOMAD_ADDR")
+        .env_remove("ATOLL_REGION")
+        .env_remove("NOMAD_REGION")
+        .env_remove("NOMAD_TOKEN")
+        .env_remove("ATOLL_TOKEN")
+        .output()
+        .await
+        .expect("run atoll");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `args` until `check` accepts the output, for up to `timeout`.
+async fn until(bin: &Path, args: &[&str], what: &str, check: impl Fn(&Out) -> bool) -> Out {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = atoll(bin, args).await;
+        if check(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: last output {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn json(out: &Out) -> Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+const JOB: &str = r#"
+variable "message" {
+  type    = string
+  default = "hello"
+}
+
+job "hello" {
+  type = "batch"
+
+  group "g" {
+    task "t" {
+      driver = "raw_exec"
+      config {
+        command = "/bin/sh"
+        args    = ["-c", "while true; do echo ${var.message} from $NOMAD_TASK_NAME; sleep 1; done"]
+      }
+      resources {
+        cpu    = 100
+        memory = 64
+      }
+      kill_timeout = "1s"
+    }
+  }
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_drives_a_job_through_its_lifecycle() {
+    let _serial = atoll_tests::serial().await;
+    ops_kit::tls::install_crypto_provider();
+    let bin = atoll_tests::workspace_binary("atoll", "atoll").expect("atoll binary");
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // Errors before any server exists: unreachable is 1, usage is 2.
+    let out = atoll(&bin, &["job", "status", "-address", "http://127.0.0.1:1"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("cannot reach http://127.0.0.1:1"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("ATOLL_ADDR"), "{out}");
+    let out = atoll(&bin, &["job", "frobnicate"]).await;
+    assert_eq!(out.code, 2, "{out}");
+
+    let ca = ops_kit::tls::DevCa::generate().expect("ca");
+    let server = RegionServer::start(ServerConfig::dev(
+        "s1",
+        "global",
+        dir.path().join("s1"),
+        ca.issue(ops_kit::tls::Role::Server, "global")
+            .expect("cert"),
+    ))
+    .await
+    .expect("server");
+    let addr = format!("http://{}", server.http_addr);
+    let a = addr.as_str();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.service.is_leader() {
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let agent = ClientAgent::start(ClientConfig::dev(
+        "c1",
+        "global",
+        dir.path().join("c1"),
+        vec![server.rpc_addr.to_string()],
+        ca.issue(ops_kit::tls::Role::Client, "global")
+            .expect("cert"),
+    ))
+    .await
+    .expect("agent");
+    assert!(
+        agent.wait_registered(Duration::from_secs(20)).await,
+        "client registered"
+    );
+    let node_id = agent.node_id();
+
+    // node status lists the client; -json shows it in full.
+    let out = atoll(&bin, &["node", "status", "-address", a]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains(&node_id[..8]), "{out}");
+    assert!(out.stdout.contains("ready"), "{out}");
+    let out = atoll(
+        &bin,
+        &["node", "status", &node_id[..6], "-address", a, "-json"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(json(&out)["Node"]["ID"], node_id.as_str(), "{out}");
+
+    // job run: HCL with a variable, followed to the end of the evaluation.
+    let job_file = dir.path().join("hello.hcl");
+    std::fs::write(&job_file, JOB).expect("write job");
+    let job_path = job_file.to_str().expect("utf-8 path");
+    let out = atoll(
+        &bin,
+        &[
+            "job",
+            "run",
+            "-address",
+            a,
+            "-var",
+            "message=from-cli",
+            job_path,
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("Monitoring evaluation"), "{out}");
+    assert!(out.stdout.contains("Allocation \""), "{out}");
+    assert!(
+        out.stdout.contains("finished with status \"complete\""),
+        "{out}"
+    );
+
+    // job status -json: the job and its allocation, running.
+    let out = until(
+        &bin,
+        &["job", "status", "-address", a, "-json", "hello"],
+        "a running allocation",
+        |o| {
+            o.code == 0
+                && serde_json::from_str::<Value>(&o.stdout).is_ok_and(|v| {
+                    v[0]["Allocations"]
+                        .as_array()
+                        .is_some_and(|allocs| allocs.iter().any(|x| x["ClientStatus"] == "running"))
+                })
+        },
+    )
+    .await;
+    let status = json(&out);
+    assert_eq!(status[0]["Job"]["ID"], "hello");
+    assert_eq!(status[0]["Job"]["Type"], "batch");
+    assert_eq!(
+        status[0]["Job"]["TaskGroups"][0]["Tasks"][0]["Config"]["args"][1],
+        "while true; do echo from-cli from $NOMAD_TASK_NAME; sleep 1; done"
+    );
+    let alloc_id = status[0]["Allocations"][0]["ID"]
+        .as_str()
+        .expect("alloc id")
+        .to_string();
+
+    // The table form.
+    let out = atoll(&bin, &["job", "status", "-address", a, "hello"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("ID            = hello"), "{out}");
+    assert!(out.stdout.contains(&alloc_id[..8]), "{out}");
+    let out = atoll(&bin, &["job", "status", "-address", a]).await;
+    assert!(out.stdout.lines().any(|l| l.starts_with("hello ")), "{out}");
+
+    // alloc logs by id prefix, the single task found by itself.
+    let out = until(
+        &bin,
+        &["alloc", "logs", "-address", a, &alloc_id[..8]],
+        "the task's output",
+        |o| o.code == 0 && o.stdout.contains("from-cli from t"),
+    )
+    .await;
+    assert!(out.stdout.lines().all(|l| l == "from-cli from t"), "{out}");
+    let out = atoll(&bin, &["alloc", "status", "-address", a, &alloc_id]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("Task \"t\" is \"running\""), "{out}");
+
+    // job plan: the same file is no change (0), another value is (1),
+    // errors are 255.
+    let out = atoll(
+        &bin,
+        &[
+            "job",
+            "plan",
+            "-address",
+            a,
+            "-var",
+            "message=from-cli",
+            job_path,
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("(no changes)"), "{out}");
+    let out = atoll(
+        &bin,
+        &[
+            "job",
+            "plan",
+            "-address",
+            a,
+            "-var",
+            "message=changed",
+            job_path,
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains("+/- Job: \"hello\""), "{out}");
+    assert!(
+        out.stdout.contains("~ TaskGroups[g].Tasks[t].Config.args:"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("Job Modify Index: "), "{out}");
+    let bad = dir.path().join("bad.hcl");
+    std::fs::write(
+        &bad,
+        "job \"x\" {\n  group \"g\" {\n    cuont = 1\n  }\n}\n",
+    )
+    .expect("write");
+    let out = atoll(
+        &bin,
+        &["job", "plan", "-address", a, bad.to_str().expect("path")],
+    )
+    .await;
+    assert_eq!(out.code, 255, "{out}");
+    assert!(out.stderr.contains("line 3, column 5"), "{out}");
+
+    // Servers and Raft.
+    let out = atoll(&bin, &["server", "members", "-address", a]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("s1"), "{out}");
+    assert!(out.stdout.contains("alive"), "{out}");
+    let out = atoll(&bin, &["operator", "raft", "list-peers", "-address", a]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let peer = out
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert_eq!(peer.first(), Some(&"s1"), "{out}");
+    assert!(peer.contains(&"leader"), "{out}");
+
+    // Snapshots: saved over HTTP, inspected locally.
+    let snap = dir.path().join("state.snap");
+    let snap_path = snap.to_str().expect("path");
+    let out = atoll(
+        &bin,
+        &["operator", "snapshot", "save", "-address", a, snap_path],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(snap.exists());
+    let out = atoll(
+        &bin,
+        &["operator", "snapshot", "inspect", "-json", snap_path],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    let inspect = json(&out);
+    assert_eq!(inspect["Valid"], true, "{out}");
+    assert_eq!(inspect["Counts"]["job"], 1, "{out}");
+    assert_eq!(inspect["Counts"]["node"], 1, "{out}");
+    assert!(inspect["Index"].as_u64().unwrap_or(0) > 0, "{out}");
+    let junk = dir.path().join("junk.snap");
+    std::fs::write(&junk, b"not a snapshot").expect("write");
+    let out = atoll(
+        &bin,
+        &[
+            "operator",
+            "snapshot",
+            "inspect",
+            junk.to_str().expect("path"),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{out}");
+
+    // Region overview.
+    let out = atoll(&bin, &["status", "-address", a]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("global  ok"), "{out}");
+    assert!(out.stdout.contains("1/1"), "{out}");
+
+    // job stop, followed to the end of its evaluation; the job is stopped.
+    let out = atoll(&bin, &["job", "stop", "-address", a, "hello"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains("finished with status \"complete\""),
+        "{out}"
+    );
+    let out = atoll(&bin, &["job", "status", "-address", a, "-json", "hello"]).await;
+    assert_eq!(json(&out)[0]["Job"]["Stop"], true, "{out}");
+    until(
+        &bin,
+        &["alloc", "status", "-address", a, "-json", &alloc_id],
+        "the allocation to stop",
+        |o| {
+            serde_json::from_str::<Value>(&o.stdout)
+                .is_ok_and(|v| v["ClientStatus"] != "running" && v["DesiredStatus"] == "stop")
+        },
+    )
+    .await;
+    let out = atoll(&bin, &["job", "stop", "-address", a, "nope"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("no job with id or prefix \"nope\""),
+        "{out}"
+    );
+
+    // tls: a CA, then a server certificate for region eu signed by it.
+    let tls = dir.path().join("tls");
+    let tls_dir = tls.to_str().expect("path");
+    let out = atoll(&bin, &["tls", "ca", "create", "-dir", tls_dir]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let out = atoll(
+        &bin,
+        &[
+            "tls",
+            "cert",
+            "create",
+            "-server",
+            "-region",
+            "eu",
+            "-dir",
+            tls_dir,
+            "-ca",
+            tls.join("atoll-agent-ca.pem").to_str().expect("path"),
+            "-key",
+            tls.join("atoll-agent-ca-key.pem").to_str().expect("path"),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    let bundle = ops_kit::tls::CertBundle::load(
+        &tls.join("atoll-agent-ca.pem"),
+        &tls.join("eu-server-atoll.pem"),
+        &tls.join("eu-server-atoll-key.pem"),
+    )
+    .expect("certificate files");
+    assert_eq!(
+        bundle.own_identity().expect("identity").name(),
+        "server.eu.atoll"
+    );
+
+    agent.shutdown_and_kill_tasks().await;
+    server.shutdown().await;
+}
