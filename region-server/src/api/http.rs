@@ -60,8 +60,8 @@ impl ApiState {
     }
 }
 
-type Q = Query<Vec<(String, String)>>;
-type ApiResult = Result<Response, ApiError>;
+pub(super) type Q = Query<Vec<(String, String)>>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 /// The `/v1` router.
 pub fn router(state: ApiState) -> Router {
@@ -110,6 +110,7 @@ pub fn router(state: ApiState) -> Router {
             get(deployment_allocations),
         )
         .route("/v1/system/gc", put(system_gc))
+        .merge(super::deployments::routes())
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/node/{id}", get(get_node))
         .route("/v1/node/{id}/allocations", get(node_allocations))
@@ -200,7 +201,7 @@ async fn track(State(state): State<ApiState>, req: Request, next: Next) -> Respo
 use crate::leader::now_ns;
 
 /// Parse a JSON body, naming the offending field on error.
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("Request body is empty"));
     }
@@ -219,7 +220,7 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 }
 
 impl ApiState {
-    fn query(&self, Query(pairs): Q) -> Result<QueryOptions, ApiError> {
+    pub(super) fn query(&self, Query(pairs): Q) -> Result<QueryOptions, ApiError> {
         let q = QueryOptions::parse(pairs)?;
         if let Some(r) = &q.region {
             if *r != self.service.region {
@@ -261,7 +262,7 @@ impl ApiState {
         h
     }
 
-    fn json<T: Serialize>(&self, index: u64, body: &T) -> ApiResult {
+    pub(super) fn json<T: Serialize>(&self, index: u64, body: &T) -> ApiResult {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| ApiError::internal(format!("encode response: {e}")))?;
         let mut h = self.headers(index);
@@ -433,7 +434,7 @@ async fn register(
     }
 }
 
-fn new_eval(job: &Job, triggered_by: &str, now: i64) -> Evaluation {
+pub(super) fn new_eval(job: &Job, triggered_by: &str, now: i64) -> Evaluation {
     Evaluation {
         id: uuid::Uuid::new_v4().to_string(),
         namespace: job.namespace.clone(),
@@ -583,7 +584,7 @@ async fn list_nodes(State(s): State<ApiState>, query: Q) -> ApiResult {
 }
 
 /// One object by id, or 404 naming what was not found.
-fn by_id<'a, T>(
+pub(super) fn by_id<'a, T>(
     map: &'a imbl::OrdMap<String, Arc<T>>,
     id: &str,
     what: &str,
