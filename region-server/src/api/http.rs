@@ -59,8 +59,8 @@ impl ApiState {
     }
 }
 
-type Q = Query<Vec<(String, String)>>;
-type ApiResult = Result<Response, ApiError>;
+pub(super) type Q = Query<Vec<(String, String)>>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 /// The `/v1` router.
 pub fn router(state: ApiState, federation: super::forward::Federation) -> Router {
@@ -113,6 +113,7 @@ pub fn router(state: ApiState, federation: super::forward::Federation) -> Router
             get(deployment_allocations),
         )
         .route("/v1/system/gc", put(system_gc))
+        .merge(super::deployments::routes())
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/node/{id}", get(get_node))
         .route("/v1/node/{id}/allocations", get(node_allocations))
@@ -183,7 +184,7 @@ async fn not_found(method: Method, uri: http::Uri) -> ApiError {
 use crate::leader::now_ns;
 
 /// Parse a JSON body, naming the offending field on error.
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("Request body is empty"));
     }
@@ -202,7 +203,7 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 }
 
 impl ApiState {
-    fn query(&self, Query(pairs): Q) -> Result<QueryOptions, ApiError> {
+    pub(super) fn query(&self, Query(pairs): Q) -> Result<QueryOptions, ApiError> {
         let q = QueryOptions::parse(pairs)?;
         if let Some(r) = &q.region {
             if *r != self.service.region {
@@ -247,7 +248,7 @@ impl ApiState {
         h
     }
 
-    fn json<T: Serialize>(&self, index: u64, body: &T) -> ApiResult {
+    pub(super) fn json<T: Serialize>(&self, index: u64, body: &T) -> ApiResult {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| ApiError::internal(format!("encode response: {e}")))?;
         let mut h = self.headers(index);
@@ -419,7 +420,7 @@ async fn register(
     }
 }
 
-fn new_eval(job: &Job, triggered_by: &str, now: i64) -> Evaluation {
+pub(super) fn new_eval(job: &Job, triggered_by: &str, now: i64) -> Evaluation {
     Evaluation {
         id: uuid::Uuid::new_v4().to_string(),
         namespace: job.namespace.clone(),
@@ -569,7 +570,7 @@ async fn list_nodes(State(s): State<ApiState>, query: Q) -> ApiResult {
 }
 
 /// One object by id, or 404 naming what was not found.
-fn by_id<'a, T>(
+pub(super) fn by_id<'a, T>(
     map: &'a imbl::OrdMap<String, Arc<T>>,
     id: &str,
     what: &str,

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use crate::service::ServiceError;
 
 pub mod client_proxy;
+mod deployments;
 pub mod forward;
 pub mod http;
 pub mod parse;

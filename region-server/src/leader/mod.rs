@@ -1,7 +1,7 @@
 //! What only the leader runs: the evaluation broker fed from the state,
-//! scheduler workers, and the plan applier. Started when this server gains
-//! leadership (after its first linearizable read, so it sees every committed
-//! evaluation), stopped when it loses it.
+//! scheduler workers, the plan applier, and the deployment watcher. Started
+//! when this server gains leadership (after its first linearizable read, so
+//! it sees every committed evaluation), stopped when it loses it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +14,7 @@ use crate::service::Service;
 use crate::state::{table, Command, Tables};
 
 pub mod broker;
+pub mod deployments;
 pub mod heartbeat;
 
 use broker::{BrokerConfig, SharedBroker};
@@ -131,6 +132,10 @@ async fn lead(
             service.clone(),
             broker.clone(),
             handle.metrics.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(deployments::watch_deployments(
+            service.clone(),
             stop.clone(),
         )),
         tokio::spawn(heartbeat_timers(

@@ -92,7 +92,11 @@ pub fn process(ctx: &SchedulerContext, eval: &Evaluation, batch: bool) -> Schedu
     for mut alloc in recon.inplace {
         alloc.eval_id = eval.id.clone();
         alloc.modify_time = now;
-        if let Some(id) = &deployment_id {
+        // Joining another deployment: its health there is yet to be seen.
+        if let Some(id) = deployment_id
+            .as_ref()
+            .filter(|id| **id != alloc.deployment_id)
+        {
             alloc.deployment_id = id.clone();
             alloc.deployment_status = None;
         }
@@ -211,6 +215,12 @@ fn place_one(
         deployment_id,
         now,
     );
+    if request.canary && deployment_id.is_some() {
+        alloc.deployment_status = Some(proto::model::AllocDeploymentStatus {
+            canary: true,
+            ..Default::default()
+        });
+    }
     if let Some(prev) = &previous {
         alloc.previous_allocation = prev.id.clone();
         if request.reschedule {

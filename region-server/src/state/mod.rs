@@ -14,6 +14,7 @@ use proto::model::{Allocation, Deployment, Evaluation, Job, JobSummary, Node};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+mod deployments;
 pub mod snapshot_file;
 
 /// How many versions of a job are kept (Nomad keeps 6).
@@ -189,6 +190,65 @@ pub enum Command {
         /// Every row of the restored state.
         rows: Vec<snapshot_file::Row>,
     },
+    /// A deployment's status changes (an operator pauses, resumes or fails
+    /// it; the leader's deployment watcher fails it), with what follows.
+    DeploymentStatusUpdate {
+        /// The deployment.
+        deployment_id: String,
+        /// Its new status.
+        status: String,
+        /// Why.
+        status_description: String,
+        /// A job to register with it (auto-revert: the stable version's
+        /// spec, which becomes a new version).
+        job: Option<Box<Job>>,
+        /// The evaluation to create.
+        eval: Option<Box<Evaluation>>,
+        /// Time, ns since the epoch.
+        now: i64,
+    },
+    /// Promote a deployment's healthy canaries (every group, or `groups`).
+    DeploymentPromote {
+        /// The deployment.
+        deployment_id: String,
+        /// Promote every group.
+        all: bool,
+        /// The groups to promote when not `all`.
+        groups: Vec<String>,
+        /// The evaluation to create.
+        eval: Option<Box<Evaluation>>,
+        /// Time, ns since the epoch (restarts progress deadlines).
+        now: i64,
+    },
+    /// Set the health of allocations of a deployment (an operator's
+    /// `allocation-health`), possibly failing the deployment with it.
+    DeploymentAllocHealth {
+        /// The deployment.
+        deployment_id: String,
+        /// Allocations to mark healthy.
+        healthy: Vec<String>,
+        /// Allocations to mark unhealthy.
+        unhealthy: Vec<String>,
+        /// Fail the deployment with this description.
+        fail: Option<String>,
+        /// A job to register with it (auto-revert).
+        job: Option<Box<Job>>,
+        /// The evaluation to create.
+        eval: Option<Box<Evaluation>>,
+        /// Time, ns since the epoch (the health timestamp).
+        now: i64,
+    },
+    /// Mark a job version stable or not.
+    JobStability {
+        /// Namespace of the job.
+        namespace: String,
+        /// Job id.
+        job_id: String,
+        /// The version.
+        version: u64,
+        /// Stable or not.
+        stable: bool,
+    },
 }
 
 /// The result of applying a command.
@@ -234,7 +294,7 @@ impl Tables {
             .unwrap_or(0)
     }
 
-    fn touch(&mut self, table: &str, index: u64) {
+    pub(crate) fn touch(&mut self, table: &str, index: u64) {
         self.table_index.insert(table.to_string(), index);
     }
 
@@ -407,8 +467,15 @@ impl Tables {
                     a.client_status = update.client_status;
                     a.client_description = update.client_description;
                     a.task_states = update.task_states;
-                    if update.deployment_status.is_some() {
-                        a.deployment_status = update.deployment_status;
+                    if let Some(mut status) = update.deployment_status {
+                        // Canary is the servers' to say (promotion clears it).
+                        status.canary = a.deployment_status.as_ref().is_some_and(|s| s.canary);
+                        status.modify_index = a
+                            .deployment_status
+                            .as_ref()
+                            .map(|s| s.modify_index)
+                            .unwrap_or(0);
+                        a.deployment_status = Some(status);
                     }
                     a.modify_time = update.modify_time;
                     let alloc_modify_index = a.alloc_modify_index;
@@ -437,23 +504,75 @@ impl Tables {
                 evals,
                 deployments,
             } => {
+                // Deployments first, so the allocations placed with a new
+                // deployment are counted in it.
+                for d in deployments {
+                    self.plan_deployment(index, d);
+                }
                 for alloc in allocs {
                     self.upsert_alloc(index, alloc);
                 }
                 for eval in evals {
                     self.upsert_eval(index, eval);
                 }
-                for mut d in deployments {
-                    d.create_index = self
-                        .deployments
-                        .get(&d.id)
-                        .map(|o| o.create_index)
-                        .unwrap_or(index);
-                    d.modify_index = index;
-                    self.deployments.insert(d.id.clone(), Arc::new(d));
-                    self.touch(table::DEPLOYMENTS, index);
-                }
                 CommandResponse::Ok
+            }
+            Command::DeploymentStatusUpdate {
+                deployment_id,
+                status,
+                status_description,
+                job,
+                eval,
+                now,
+            } => self.deployment_status_update(
+                index,
+                &deployment_id,
+                status,
+                status_description,
+                job.map(|j| *j),
+                eval.map(|e| *e),
+                now,
+            ),
+            Command::DeploymentPromote {
+                deployment_id,
+                all,
+                groups,
+                eval,
+                now,
+            } => {
+                self.deployment_promote(index, &deployment_id, all, &groups, eval.map(|e| *e), now)
+            }
+            Command::DeploymentAllocHealth {
+                deployment_id,
+                healthy,
+                unhealthy,
+                fail,
+                job,
+                eval,
+                now,
+            } => self.deployment_alloc_health(
+                index,
+                &deployment_id,
+                &healthy,
+                &unhealthy,
+                fail,
+                job.map(|j| *j),
+                eval.map(|e| *e),
+                now,
+            ),
+            Command::JobStability {
+                namespace,
+                job_id,
+                version,
+                stable,
+            } => {
+                if self.set_job_stability(index, &namespace, &job_id, version, stable) {
+                    CommandResponse::Ok
+                } else {
+                    CommandResponse::NotFound(format!(
+                        "job {job_id} at version {version} not found"
+                    ))
+                }
             }
             Command::Restore { rows } => match snapshot_file::tables_from_rows(rows) {
                 Ok(mut restored) => {
@@ -474,7 +593,7 @@ impl Tables {
         }
     }
 
-    fn job_register(
+    pub(crate) fn job_register(
         &mut self,
         index: u64,
         mut job: Job,
@@ -557,7 +676,7 @@ impl Tables {
         self.touch(table::JOBS, index);
     }
 
-    fn create_eval(
+    pub(crate) fn create_eval(
         &mut self,
         index: u64,
         eval: Option<Evaluation>,
@@ -644,7 +763,7 @@ impl Tables {
         self.touch(table::EVALS, index);
     }
 
-    fn upsert_alloc(&mut self, index: u64, mut alloc: Allocation) {
+    pub(crate) fn upsert_alloc(&mut self, index: u64, mut alloc: Allocation) {
         let old = self.allocs.get(&alloc.id).cloned();
         if let Some(old) = &old {
             alloc.create_index = old.create_index;
@@ -658,6 +777,7 @@ impl Tables {
             alloc.create_index = index;
         }
         self.count_alloc(index, old.as_deref(), &alloc);
+        self.track_deployment_alloc(index, old.as_deref(), &mut alloc);
         self.dirty_jobs
             .insert((alloc.namespace.clone(), alloc.job_id.clone()));
         // Plans travel through Raft without a job copy per allocation; the
