@@ -228,6 +228,12 @@ impl CronSchedule {
             .and_then(|t| Self::ns(&t))
     }
 
+    /// `unix_ns` as RFC 3339 in the schedule's time zone, as Nomad shows
+    /// `NextPeriodicLaunch`.
+    pub fn format(&self, unix_ns: i64) -> String {
+        self.at(unix_ns).to_rfc3339()
+    }
+
     /// The latest launch at or before `unix_ns`; `None` if there is none.
     pub fn latest_at_or_before(&self, unix_ns: i64) -> Option<i64> {
         self.cron

@@ -14,6 +14,7 @@ use crate::state::{table, Command, Tables};
 
 pub mod broker;
 pub mod heartbeat;
+pub mod periodic;
 
 use broker::{BrokerConfig, SharedBroker};
 use heartbeat::{HeartbeatConfig, Heartbeats};
@@ -126,6 +127,7 @@ async fn lead(
             broker.clone(),
             stop.clone(),
         )),
+        tokio::spawn(periodic::run(service.clone(), stop.clone())),
         tokio::spawn(heartbeat_timers(
             service.clone(),
             handle.heartbeats.clone(),

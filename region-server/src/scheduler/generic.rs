@@ -101,7 +101,7 @@ pub fn process(ctx: &SchedulerContext, eval: &Evaluation, batch: bool) -> Schedu
 
     let mut failures = Failures::default();
     let mut queued: BTreeMap<String, i64> = BTreeMap::new();
-    if let Some(job) = job.as_deref().filter(|j| !j.stop) {
+    if let Some(job) = job.as_deref().filter(|j| !j.stop && !j.is_template()) {
         for group in &job.task_groups {
             queued.insert(group.name.clone(), 0);
         }

@@ -230,7 +230,7 @@ where
         }
 
         let job = match self.job {
-            Some(job) if !job.stop => job,
+            Some(job) if !job.stop && !job.is_template() => job,
             _ => {
                 self.handle_stop(&by_group, &mut out);
                 return out;

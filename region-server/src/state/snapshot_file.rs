@@ -119,6 +119,9 @@ pub fn tables_to_rows(t: &Tables) -> Vec<Row> {
     for (id, d) in &t.deployments {
         push("deployment", id.clone(), json(&**d));
     }
+    for ((ns, id), l) in &t.periodic_launches {
+        push("periodic_launch", format!("{ns}/{id}"), json(&**l));
+    }
     for (name, idx) in &t.table_index {
         push("table_index", name.clone(), idx.to_string());
     }
@@ -176,6 +179,11 @@ pub fn tables_from_rows(rows: Vec<Row>) -> Result<Tables, SnapshotError> {
             "deployment" => {
                 let d: proto::model::Deployment = decode(&row)?;
                 t.deployments.insert(d.id.clone(), Arc::new(d));
+            }
+            "periodic_launch" => {
+                let l: proto::model::PeriodicLaunch = decode(&row)?;
+                t.periodic_launches
+                    .insert((l.namespace.clone(), l.id.clone()), Arc::new(l));
             }
             "index_offset" => t.index_offset = decode(&row)?,
             "table_index" => {
