@@ -218,7 +218,9 @@ fn place_one(
             alloc.reschedule_tracker = Some(next_tracker(prev, policy, now));
             es.stop(stopped_copy(prev, ALLOC_RESCHEDULED, None, now));
         }
-        // The replaced allocation points at its replacement.
+        // The replaced allocation points at its replacement; one stopped
+        // by an earlier plan is updated (its stop is already committed, so
+        // this frees nothing twice).
         if let Some(stopped) = es
             .plan
             .node_update
@@ -226,6 +228,10 @@ fn place_one(
             .and_then(|list| list.iter_mut().find(|a| a.id == prev.id))
         {
             stopped.next_allocation = alloc.id.clone();
+        } else if prev.terminal() {
+            let mut linked = (**prev).clone();
+            linked.next_allocation = alloc.id.clone();
+            es.stop(linked);
         }
     }
     es.place(alloc);

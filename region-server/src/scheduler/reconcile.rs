@@ -359,6 +359,17 @@ where
             });
         }
 
+        // Lost allocations already stopped by an earlier evaluation whose
+        // replacement was not placed then (the plan applier rejected it, or
+        // no node had room): a placement under the same name replaces them.
+        let mut unreplaced_lost: BTreeMap<String, Arc<Allocation>> = all
+            .iter()
+            .filter(|a| {
+                a.terminal() && a.client_status == ALLOC_CLIENT_LOST && a.next_allocation.is_empty()
+            })
+            .map(|a| (a.name.clone(), a.clone()))
+            .collect();
+
         // Split by the state of their nodes.
         let mut untainted = Vec::new();
         let mut migrate = Vec::new();
@@ -490,7 +501,12 @@ where
         }
         if existing < count {
             for name in names.next(count - existing) {
-                place.push(PlaceRequest::new(name, &group.name));
+                let mut request = PlaceRequest::new(name, &group.name);
+                if let Some(prev) = unreplaced_lost.remove(&request.name) {
+                    request.previous = Some(prev);
+                    request.lost = true;
+                }
+                place.push(request);
             }
         }
         desired.place += place.len() as u64;
