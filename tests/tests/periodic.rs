@@ -480,3 +480,157 @@ async fn dispatch_checks_payload_meta_and_idempotency() -> anyhow::Result<()> {
     r.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_autopilot_health_and_configurations() -> anyhow::Result<()> {
+    atoll_tests::init_logging();
+    let r = TestRegion::start(3, "ops").await?;
+    let leader = r.wait_leader(DEFAULT_TIMEOUT).await?;
+    let follower = r.others(leader)[0];
+    let base = r.http(follower);
+
+    // Health, asked of a follower: three healthy voters, one leader.
+    let health = poll("a healthy region", DEFAULT_TIMEOUT, || async {
+        let (code, h) = get_json(&format!("{base}/v1/operator/autopilot/health"))
+            .await
+            .ok()?;
+        (code == StatusCode::OK && h["Healthy"] == true).then_some(h)
+    })
+    .await?;
+    ensure!(health["FailureTolerance"] == 1, "{health}");
+    let servers = health["Servers"].as_array().context("Servers")?;
+    ensure!(servers.len() == 3, "{health}");
+    ensure!(
+        servers.iter().filter(|s| s["Leader"] == true).count() == 1,
+        "{health}"
+    );
+    for s in servers {
+        for key in [
+            "ID",
+            "Name",
+            "Address",
+            "SerfStatus",
+            "Version",
+            "LastContact",
+            "StableSince",
+        ] {
+            ensure!(s[key].as_str().is_some(), "{key} in {s}");
+        }
+        ensure!(s["Voter"] == true && s["Healthy"] == true, "{s}");
+        ensure!(s["SerfStatus"] == "alive", "{s}");
+        ensure!(s["LastIndex"].as_u64().unwrap_or(0) > 0, "{s}");
+        ensure!(s["LastTerm"].as_u64().unwrap_or(0) > 0, "{s}");
+    }
+
+    // Scheduler configuration: defaults, a write, check-and-set, bad input.
+    let url = format!("{base}/v1/operator/scheduler/configuration");
+    let (code, cfg) = get_json(&url).await?;
+    ensure!(code == StatusCode::OK, "{cfg}");
+    ensure!(
+        cfg["SchedulerConfig"]["SchedulerAlgorithm"] == "binpack",
+        "{cfg}"
+    );
+    ensure!(
+        cfg["SchedulerConfig"]["PreemptionConfig"]["SystemSchedulerEnabled"] == true,
+        "{cfg}"
+    );
+    let set = put_json(
+        &url,
+        &json!({"SchedulerAlgorithm": "spread", "MemoryOversubscriptionEnabled": true}),
+    )
+    .await?
+    .expect(StatusCode::OK)?
+    .json();
+    ensure!(
+        set["Updated"] == true && set["Index"].as_u64().unwrap_or(0) > 0,
+        "{set}"
+    );
+    let (_, cfg) = get_json(&url).await?;
+    let modify = cfg["SchedulerConfig"]["ModifyIndex"].as_u64().unwrap_or(0);
+    ensure!(
+        cfg["SchedulerConfig"]["SchedulerAlgorithm"] == "spread",
+        "{cfg}"
+    );
+    ensure!(
+        cfg["SchedulerConfig"]["MemoryOversubscriptionEnabled"] == true,
+        "{cfg}"
+    );
+    ensure!(modify > 0, "{cfg}");
+    let stale = put_json(
+        &format!("{url}?cas={}", modify - 1),
+        &json!({"SchedulerAlgorithm": "binpack"}),
+    )
+    .await?
+    .expect(StatusCode::OK)?
+    .json();
+    ensure!(stale["Updated"] == false, "{stale}");
+    let fresh = put_json(
+        &format!("{url}?cas={modify}"),
+        &json!({"SchedulerAlgorithm": "binpack"}),
+    )
+    .await?
+    .expect(StatusCode::OK)?
+    .json();
+    ensure!(fresh["Updated"] == true, "{fresh}");
+    let bad = put_json(&url, &json!({"SchedulerAlgorithm": "random"})).await?;
+    ensure!(
+        bad.status == StatusCode::BAD_REQUEST && bad.body.contains("SchedulerAlgorithm"),
+        "{} {}",
+        bad.status,
+        bad.body
+    );
+
+    // PauseEvalBroker holds evaluations until it is lifted.
+    put_json(&url, &json!({"PauseEvalBroker": true}))
+        .await?
+        .expect(StatusCode::OK)?;
+    let reg = register(&base, batch_job("held", Some("10ms")))
+        .await?
+        .expect(StatusCode::OK)?
+        .json();
+    let eval_id = reg["EvalID"].as_str().context("EvalID")?.to_string();
+    // Witness: a periodic launch goes through Raft meanwhile, so the leader
+    // was busy and still did not schedule the held evaluation.
+    must_register(
+        &base,
+        periodic(batch_job("pulse", Some("10ms")), "*/1 * * * * *", false),
+    )
+    .await?;
+    wait_children(&base, "pulse", 2).await?;
+    let (_, eval) = get_json(&format!("{base}/v1/evaluation/{eval_id}")).await?;
+    ensure!(eval["Status"] == "pending", "paused broker: {eval}");
+    put_json(&url, &json!({"PauseEvalBroker": false}))
+        .await?
+        .expect(StatusCode::OK)?;
+    poll("the held evaluation processed", DEFAULT_TIMEOUT, || async {
+        let (_, e) = get_json(&format!("{base}/v1/evaluation/{eval_id}"))
+            .await
+            .ok()?;
+        (e["Status"] != "pending").then_some(())
+    })
+    .await?;
+
+    // Autopilot configuration: defaults and a write.
+    let url = format!("{base}/v1/operator/autopilot/configuration");
+    let (code, ap) = get_json(&url).await?;
+    ensure!(code == StatusCode::OK, "{ap}");
+    ensure!(
+        ap["LastContactThreshold"] == "200ms" && ap["MaxTrailingLogs"] == 250,
+        "{ap}"
+    );
+    let mut changed = ap.clone();
+    changed["MaxTrailingLogs"] = json!(500);
+    let set = put_json(&url, &changed)
+        .await?
+        .expect(StatusCode::OK)?
+        .json();
+    ensure!(set["Updated"] == true, "{set}");
+    let (_, ap) = get_json(&url).await?;
+    ensure!(ap["MaxTrailingLogs"] == 500, "{ap}");
+    let mut bad = ap.clone();
+    bad["LastContactThreshold"] = json!("soon");
+    let reply = put_json(&url, &bad).await?;
+    ensure!(reply.status == StatusCode::BAD_REQUEST, "{}", reply.body);
+    r.shutdown().await;
+    Ok(())
+}

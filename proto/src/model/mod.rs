@@ -29,6 +29,7 @@ mod eval;
 mod group;
 mod job;
 mod node;
+mod operator;
 mod periodic;
 mod placement;
 mod task;
@@ -59,6 +60,10 @@ pub use node::{
     DrainStrategy, DriverInfo, Node, NodeCpuResources, NodeDiskResources, NodeEvent, NodeListStub,
     NodeMemoryResources, NodeReservedCpuResources, NodeReservedNetworkResources,
     NodeReservedResources, NodeResources,
+};
+pub use operator::{
+    AutopilotConfiguration, OperatorHealthReply, PreemptionConfig, SchedulerConfiguration,
+    ServerHealth, SCHEDULER_ALGORITHM_BINPACK, SCHEDULER_ALGORITHM_SPREAD,
 };
 pub use periodic::{
     periodic_child_id, periodic_launch_of, CronSchedule, DispatchPayloadConfig, JobDispatchRequest,

@@ -44,6 +44,11 @@ impl ApiState {
         &self.service
     }
 
+    /// The gossip pool, if this server joined one.
+    pub fn gossip(&self) -> Option<&ops_kit::gossip::GossipPool> {
+        self.gossip.as_ref()
+    }
+
     /// State for the router.
     pub fn new(
         service: Service,
@@ -144,6 +149,22 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/operator/keyring/{op}",
             put(keyring_change).post(keyring_change),
+        )
+        .route(
+            "/v1/operator/autopilot/health",
+            get(super::operator::autopilot_health),
+        )
+        .route(
+            "/v1/operator/autopilot/configuration",
+            get(super::operator::get_autopilot_config)
+                .put(super::operator::set_autopilot_config)
+                .post(super::operator::set_autopilot_config),
+        )
+        .route(
+            "/v1/operator/scheduler/configuration",
+            get(super::operator::get_scheduler_config)
+                .put(super::operator::set_scheduler_config)
+                .post(super::operator::set_scheduler_config),
         )
         .route("/v1/operator/raft/configuration", get(raft_configuration))
         .route(

@@ -10,6 +10,7 @@ use crate::service::ServiceError;
 pub mod client_proxy;
 pub mod http;
 pub mod jobs_children;
+pub mod operator;
 pub mod query;
 
 /// An API error: a status and a plain-text message, as Nomad answers.

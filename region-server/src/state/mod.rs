@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use imbl::OrdMap;
 use proto::model::{
-    periodic_launch_of, Allocation, Deployment, Evaluation, Job, JobChildrenSummary, JobSummary,
-    Node, PeriodicLaunch,
+    periodic_launch_of, Allocation, AutopilotConfiguration, Deployment, Evaluation, Job,
+    JobChildrenSummary, JobSummary, Node, PeriodicLaunch, SchedulerConfiguration,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -39,8 +39,18 @@ pub mod table {
     pub const DEPLOYMENTS: &str = "deployments";
     /// Last launches of periodic jobs.
     pub const PERIODIC_LAUNCH: &str = "periodic_launch";
+    /// Operator settings (scheduler and autopilot configuration).
+    pub const OPERATOR_CONFIG: &str = "operator_config";
     /// Every table.
-    pub const ALL: [&str; 6] = [JOBS, EVALS, ALLOCS, NODES, DEPLOYMENTS, PERIODIC_LAUNCH];
+    pub const ALL: [&str; 7] = [
+        JOBS,
+        EVALS,
+        ALLOCS,
+        NODES,
+        DEPLOYMENTS,
+        PERIODIC_LAUNCH,
+        OPERATOR_CONFIG,
+    ];
 }
 
 /// One consistent version of every table.
@@ -80,6 +90,11 @@ pub struct Tables {
     pub deployments: OrdMap<String, Arc<Deployment>>,
     /// Last launch of each periodic job by (namespace, id).
     pub periodic_launches: OrdMap<NsKey, Arc<PeriodicLaunch>>,
+    /// The scheduler configuration an operator set (None: the servers'
+    /// defaults).
+    pub scheduler_config: Option<Arc<SchedulerConfiguration>>,
+    /// The autopilot configuration an operator set (None: defaults).
+    pub autopilot_config: Option<Arc<AutopilotConfiguration>>,
     /// The Raft index at which each table last changed.
     pub table_index: OrdMap<String, u64>,
     /// Jobs whose allocations or evaluations changed in the command being
@@ -199,6 +214,20 @@ pub enum Command {
     Restore {
         /// Every row of the restored state.
         rows: Vec<snapshot_file::Row>,
+    },
+    /// An operator set the scheduler configuration.
+    SchedulerSetConfig {
+        /// The validated configuration.
+        config: Box<SchedulerConfiguration>,
+        /// Only write if the current ModifyIndex equals this (`?cas=`).
+        cas_index: Option<u64>,
+    },
+    /// An operator set the autopilot configuration.
+    AutopilotSetConfig {
+        /// The configuration.
+        config: Box<AutopilotConfiguration>,
+        /// Only write if the current ModifyIndex equals this (`?cas=`).
+        cas_index: Option<u64>,
     },
 }
 
@@ -548,6 +577,46 @@ impl Tables {
                 }
                 Err(e) => CommandResponse::Conflict(format!("snapshot rows are invalid: {e}")),
             },
+            Command::SchedulerSetConfig { config, cas_index } => {
+                let old = self
+                    .scheduler_config
+                    .as_ref()
+                    .map(|c| (c.create_index, c.modify_index));
+                if let Some(want) = cas_index {
+                    let have = old.map(|o| o.1).unwrap_or(0);
+                    if have != want {
+                        return CommandResponse::Conflict(format!(
+                            "scheduler configuration modify index is {have}, not {want}"
+                        ));
+                    }
+                }
+                let mut config = *config;
+                config.create_index = old.map(|o| o.0).unwrap_or(index);
+                config.modify_index = index;
+                self.scheduler_config = Some(Arc::new(config));
+                self.touch(table::OPERATOR_CONFIG, index);
+                CommandResponse::Ok
+            }
+            Command::AutopilotSetConfig { config, cas_index } => {
+                let old = self
+                    .autopilot_config
+                    .as_ref()
+                    .map(|c| (c.create_index, c.modify_index));
+                if let Some(want) = cas_index {
+                    let have = old.map(|o| o.1).unwrap_or(0);
+                    if have != want {
+                        return CommandResponse::Conflict(format!(
+                            "autopilot configuration modify index is {have}, not {want}"
+                        ));
+                    }
+                }
+                let mut config = *config;
+                config.create_index = old.map(|o| o.0).unwrap_or(index);
+                config.modify_index = index;
+                self.autopilot_config = Some(Arc::new(config));
+                self.touch(table::OPERATOR_CONFIG, index);
+                CommandResponse::Ok
+            }
         }
     }
 

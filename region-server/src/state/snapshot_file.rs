@@ -122,6 +122,12 @@ pub fn tables_to_rows(t: &Tables) -> Vec<Row> {
     for ((ns, id), l) in &t.periodic_launches {
         push("periodic_launch", format!("{ns}/{id}"), json(&**l));
     }
+    if let Some(c) = &t.scheduler_config {
+        push("scheduler_config", String::new(), json(&**c));
+    }
+    if let Some(c) = &t.autopilot_config {
+        push("autopilot_config", String::new(), json(&**c));
+    }
     for (name, idx) in &t.table_index {
         push("table_index", name.clone(), idx.to_string());
     }
@@ -185,6 +191,8 @@ pub fn tables_from_rows(rows: Vec<Row>) -> Result<Tables, SnapshotError> {
                 t.periodic_launches
                     .insert((l.namespace.clone(), l.id.clone()), Arc::new(l));
             }
+            "scheduler_config" => t.scheduler_config = Some(Arc::new(decode(&row)?)),
+            "autopilot_config" => t.autopilot_config = Some(Arc::new(decode(&row)?)),
             "index_offset" => t.index_offset = decode(&row)?,
             "table_index" => {
                 let idx: u64 = decode(&row)?;
