@@ -11,6 +11,8 @@ pub mod client_proxy;
 mod deployments;
 pub mod forward;
 pub mod http;
+pub mod jobs_children;
+pub mod operator;
 pub mod parse;
 pub mod query;
 

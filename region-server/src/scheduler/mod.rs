@@ -199,6 +199,30 @@ pub fn process(
     if eval.job_id.is_empty() {
         return Err(SchedulerError::MissingJob(eval.id.clone()));
     }
+    // The operator's scheduler configuration, when set, decides the
+    // algorithm (Nomad: SchedulerConfiguration.SchedulerAlgorithm).
+    let operator_config;
+    let operator_ctx;
+    let ctx = match ctx.state.scheduler_config.as_deref() {
+        Some(sc) => {
+            operator_config = SchedulerConfig {
+                algorithm: if sc.scheduler_algorithm == proto::model::SCHEDULER_ALGORITHM_SPREAD {
+                    SchedulerAlgorithm::Spread
+                } else {
+                    SchedulerAlgorithm::Binpack
+                },
+                ..ctx.config.clone()
+            };
+            operator_ctx = SchedulerContext {
+                state: ctx.state,
+                now: ctx.now,
+                config: &operator_config,
+                rng_seed: ctx.rng_seed,
+            };
+            &operator_ctx
+        }
+        None => ctx,
+    };
     let eval_type = eval.r#type.as_str();
     if !matches!(
         eval_type,

@@ -244,7 +244,7 @@ where
         }
 
         let job = match self.job {
-            Some(job) if !job.stop => job,
+            Some(job) if !job.stop && !job.is_template() => job,
             _ => {
                 self.handle_stop(&by_group, &mut out);
                 return out;
@@ -475,6 +475,17 @@ where
         }
         let all = kept;
 
+        // Lost allocations already stopped by an earlier evaluation whose
+        // replacement was not placed then (the plan applier rejected it, or
+        // no node had room): a placement under the same name replaces them.
+        let mut unreplaced_lost: BTreeMap<String, Arc<Allocation>> = all
+            .iter()
+            .filter(|a| {
+                a.terminal() && a.client_status == ALLOC_CLIENT_LOST && a.next_allocation.is_empty()
+            })
+            .map(|a| (a.name.clone(), a.clone()))
+            .collect();
+
         // Split by the state of their nodes.
         let mut untainted = Vec::new();
         let mut migrate = Vec::new();
@@ -658,7 +669,12 @@ where
         }
         if existing < count && place_ready {
             for name in names.next(count - existing) {
-                place.push(PlaceRequest::new(name, &group.name));
+                let mut request = PlaceRequest::new(name, &group.name);
+                if let Some(prev) = unreplaced_lost.remove(&request.name) {
+                    request.previous = Some(prev);
+                    request.lost = true;
+                }
+                place.push(request);
             }
         }
         desired.place += (place.len() + canary_place.len()) as u64;
