@@ -103,10 +103,26 @@ fn alloc_processes(alloc: &str) -> Vec<i32> {
 
 /// The live task processes (`/bin/sh -c SCRIPT`) of allocation `alloc`.
 fn task_processes(alloc: &str) -> Vec<i32> {
-    alloc_processes(alloc)
+    let shells: Vec<i32> = alloc_processes(alloc)
         .into_iter()
         .filter(|pid| cmdline(*pid) == ["/bin/sh", "-c", SCRIPT])
+        .collect();
+    // The shell forks for `sleep` and `echo`; for an instant the child is a
+    // copy of it (same command line) until it execs. Only the shells whose
+    // parent is not one of them are tasks.
+    shells
+        .iter()
+        .copied()
+        .filter(|pid| parent_pid(*pid).is_none_or(|pp| !shells.contains(&pp)))
         .collect()
+}
+
+/// The parent of `pid`, from /proc/<pid>/stat (after the command name,
+/// which may hold spaces and parentheses).
+fn parent_pid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Live processes started for an allocation directory under `root`.
