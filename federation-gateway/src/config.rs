@@ -102,7 +102,7 @@ impl GatewayConfig {
             tls: TlsSource::Bundle(tls),
             http_tls: None,
             request_timeout: Duration::from_secs(30),
-            connections_per_server: 2,
+            connections_per_server: 1,
             connect_timeout: Duration::from_millis(500),
             max_request_body_bytes: 10 * 1024 * 1024,
             rollout_poll: Duration::from_millis(500),
@@ -156,7 +156,7 @@ impl Default for FileConfig {
             tls: None,
             gossip: GossipFile::default(),
             request_timeout_secs: 30,
-            connections_per_server: 2,
+            connections_per_server: 1,
             max_request_body_bytes: 10 * 1024 * 1024,
             rollout_deadline_secs: 600,
         }

@@ -235,16 +235,16 @@ impl Gateway {
             }
         }
 
-        // Reachability gauge, and fresh connections for servers that went away.
+        // The region map (refreshed on every gossip change), the
+        // reachability gauge, and fresh connections for servers that went away.
         let mut rx = shutdown_rx.clone();
         let watcher = routes.clone();
+        let mut changes = gossip.subscribe();
         tasks.push(tokio::spawn(async move {
             let mut alive: std::collections::BTreeSet<String> = Default::default();
             loop {
-                watcher.update_reachability();
-                let now: std::collections::BTreeSet<String> = watcher
-                    .gossip()
-                    .regions()
+                let map = watcher.update_reachability();
+                let now: std::collections::BTreeSet<String> = map
                     .values()
                     .flat_map(|r| r.servers.iter().map(|s| s.rpc_addr.clone()))
                     .collect();
@@ -253,6 +253,7 @@ impl Gateway {
                 }
                 alive = now;
                 tokio::select! {
+                    _ = changes.changed() => {}
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                     _ = rx.wait_for(|s| *s) => return,
                 }

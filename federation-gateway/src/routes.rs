@@ -3,13 +3,13 @@
 //! for idempotent calls, and a fast refusal when the region has no live
 //! server.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use ops_kit::forward::{read_response, ChannelPool, ForwardedResponse, MAX_REQUEST_MESSAGE};
-use ops_kit::gossip::{GossipPool, MemberRole};
+use ops_kit::gossip::{GossipPool, MemberRole, RegionInfo};
 use ops_kit::tls::{identity_name, Role};
 use proto::rpc::forward_service_client::ForwardServiceClient;
 use proto::rpc::HttpRequest;
@@ -40,6 +40,8 @@ pub struct Routes {
 
 struct Inner {
     gossip: GossipPool,
+    /// The region map as of the last gossip change ([`Routes::refresh`]).
+    map: RwLock<Arc<BTreeMap<String, RegionInfo>>>,
     channels: ChannelPool,
     metrics: Metrics,
     timeout: Duration,
@@ -58,6 +60,7 @@ impl Routes {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                map: RwLock::new(Arc::new(gossip.regions())),
                 gossip,
                 channels,
                 metrics,
@@ -70,6 +73,22 @@ impl Routes {
     /// The gossip pool.
     pub fn gossip(&self) -> &GossipPool {
         &self.inner.gossip
+    }
+
+    /// Take the region map from gossip again (called on every gossip
+    /// change; requests read the map taken last).
+    pub fn refresh(&self) -> Arc<BTreeMap<String, RegionInfo>> {
+        let map = Arc::new(self.inner.gossip.regions());
+        *self.inner.map.write().unwrap_or_else(|p| p.into_inner()) = map.clone();
+        map
+    }
+
+    fn map(&self) -> Arc<BTreeMap<String, RegionInfo>> {
+        self.inner
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Every region gossip has seen a server of (alive or not), sorted.
@@ -89,7 +108,8 @@ impl Routes {
     /// the leader leads (writes go there anyway); otherwise the list is
     /// rotated per call, spreading reads over the region.
     pub fn servers(&self, region: &str, leader_first: bool) -> Vec<String> {
-        let Some(info) = self.inner.gossip.regions().remove(region) else {
+        let map = self.map();
+        let Some(info) = map.get(region) else {
             return Vec::new();
         };
         let mut out: Vec<String> = info.servers.iter().map(|s| s.rpc_addr.clone()).collect();
@@ -111,9 +131,10 @@ impl Routes {
         out
     }
 
-    /// Keep `atoll_gateway_region_reachable` current with the region map.
-    pub fn update_reachability(&self) {
-        let alive = self.inner.gossip.regions();
+    /// Refresh the region map and keep `atoll_gateway_region_reachable`
+    /// current with it; the new map.
+    pub fn update_reachability(&self) -> Arc<BTreeMap<String, RegionInfo>> {
+        let alive = self.refresh();
         for region in self.known_regions() {
             let up = alive.get(&region).is_some_and(|r| !r.servers.is_empty());
             self.inner
@@ -122,6 +143,7 @@ impl Routes {
                 .with_label_values(&[region.as_str()])
                 .set(i64::from(up));
         }
+        alive
     }
 
     /// Forward `req` to a live server of `region`. Idempotent requests

@@ -12,12 +12,15 @@
 
 use std::time::{Duration, Instant};
 
-use atoll_tests::{delete, get, poll, put_json, serial, TestFederation, DEFAULT_TIMEOUT};
+use atoll_tests::{
+    delete, get, get_bytes, poll, put_json, put_raw, serial, TestFederation, DEFAULT_TIMEOUT,
+};
 use ops_kit::tls::{CertBundle, DevCa, Role};
 use proto::rpc::raft_service_client::RaftServiceClient;
 use proto::rpc::Payload;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use sha2::Digest;
 
 fn multiregion_job(id: &str) -> Value {
     json!({
@@ -185,6 +188,49 @@ async fn a_federation_routes_by_region_fans_out_jobs_survives_a_cut_off_region_a
     assert_eq!(regions[1]["Count"], 1);
     assert!(regions.iter().all(|r| r["Reachable"] == true), "{view}");
 
+    // Per-region operator APIs through the gateway: Raft configuration,
+    // gossip keyring, and a snapshot streamed back with its digest.
+    let raft = get(&format!("{gw}/v1/operator/raft/configuration?region=b"))
+        .await?
+        .expect(StatusCode::OK)?
+        .json();
+    assert_eq!(raft["Servers"].as_array().map(Vec::len), Some(3), "{raft}");
+    get(&format!("{gw}/v1/operator/keyring/list?region=b"))
+        .await?
+        .expect(StatusCode::OK)?;
+    let (status, headers, snapshot) =
+        get_bytes(&format!("{gw}/v1/operator/snapshot?region=b")).await?;
+    assert_eq!(status, StatusCode::OK);
+    let digest = headers
+        .get("Digest")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let have = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        sha2::Sha256::digest(&snapshot),
+    );
+    assert_eq!(digest, format!("sha-256={have}"));
+
+    // A blocking query passes through: it returns once region B changes.
+    let jobs = get(&format!("{gw}/v1/jobs?region=b"))
+        .await?
+        .expect(StatusCode::OK)?;
+    let index = jobs.index();
+    assert!(index > 0);
+    let blocking = tokio::spawn({
+        let gw = gw.clone();
+        async move { get(&format!("{gw}/v1/jobs?region=b&index={index}&wait=20s")).await }
+    });
+    let mut other = atoll_tests::job_spec("other");
+    other["Region"] = json!("b");
+    put_json(&format!("{gw}/v1/jobs"), &json!({ "Job": other }))
+        .await?
+        .expect(StatusCode::OK)?;
+    let woke = blocking.await??.expect(StatusCode::OK)?;
+    assert!(woke.index() > index, "{} <= {index}", woke.index());
+    assert!(woke.body.contains("\"other\""), "{}", woke.body);
+
     // Trust: a foreign CA's certificate fails the handshake; a client
     // certificate may not call Raft; region A's server may not call B's Raft.
     let b0_rpc = fed.region("b").rpc_addr(0);
@@ -334,6 +380,26 @@ async fn servers_reach_another_region_directly_without_a_gateway_and_refuse_mult
     )
     .await?;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    // A snapshot of B saved and restored through a server of A (no
+    // gateway: server to server), streamed both ways with its digest.
+    let (status, headers, snapshot) =
+        get_bytes(&format!("{a0}/v1/operator/snapshot?region=b")).await?;
+    assert_eq!(status, StatusCode::OK);
+    let digest = headers
+        .get("Digest")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    put_raw(
+        &format!("{a0}/v1/operator/snapshot?region=b"),
+        snapshot,
+        &[("Digest", digest)],
+    )
+    .await?
+    .expect(StatusCode::OK)?;
+    get(&format!("{b0}/v1/job/plain"))
+        .await?
+        .expect(StatusCode::OK)?;
     // An unknown region: a clear 503.
     let r = get(&format!("{a0}/v1/jobs?region=nowhere")).await?;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);

@@ -12,10 +12,12 @@
 //!   (`atoll bench raft`: replicated durable writes against etcd;
 //!   `atoll bench gossip`: the gossip pool against HashiCorp Serf;
 //!   `atoll bench clients`: client agent footprint and leader load from
-//!   heartbeats).
+//!   heartbeats; `atoll bench gateway`: a read through a federation gateway
+//!   against the same read made at a server).
 
 pub mod bench;
 pub mod bench_clients;
+pub mod bench_gateway;
 pub mod bench_gossip;
 pub mod client;
 pub mod cmd;

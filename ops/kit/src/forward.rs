@@ -167,11 +167,30 @@ where
     B::Error: std::fmt::Display,
 {
     let (parts, body) = resp.into_parts();
+    let mut head = HttpHead {
+        status: u32::from(parts.status.as_u16()),
+        headers: headers_to_proto(&parts.headers),
+        body: Vec::new(),
+    };
+    // A small body known in full travels inside the head: one message.
+    let whole = hyper::body::Body::size_hint(&body)
+        .exact()
+        .is_some_and(|n| n <= MAX_CHUNK as u64);
+    if whole {
+        return Box::pin(futures::stream::once(async move {
+            let data = body
+                .collect()
+                .await
+                .map_err(|e| Status::internal(format!("response body: {e}")))?
+                .to_bytes();
+            head.body = data.to_vec();
+            Ok(HttpChunk {
+                part: Some(Part::Head(head)),
+            })
+        }));
+    }
     let head = HttpChunk {
-        part: Some(Part::Head(HttpHead {
-            status: u32::from(parts.status.as_u16()),
-            headers: headers_to_proto(&parts.headers),
-        })),
+        part: Some(Part::Head(head)),
     };
     let frames = futures::stream::unfold(Some(body), |state| async move {
         let mut body = state?;
@@ -260,7 +279,9 @@ pub async fn read_response(
         .and_then(|s| StatusCode::from_u16(s).ok())
         .ok_or_else(|| Status::internal(format!("bad forwarded status {}", head.status)))?;
     let headers = headers_from_proto(head.headers).map_err(Status::internal)?;
-    let body = stream.filter_map(|msg| async move {
+    let first: Option<Result<Bytes, Status>> =
+        (!head.body.is_empty()).then(|| Ok(Bytes::from(head.body)));
+    let rest = stream.filter_map(|msg| async move {
         match msg {
             Ok(HttpChunk {
                 part: Some(Part::Data(d)),
@@ -269,6 +290,7 @@ pub async fn read_response(
             Err(e) => Some(Err(e)),
         }
     });
+    let body = futures::stream::iter(first).chain(rest);
     Ok(ForwardedResponse {
         status,
         headers,
@@ -427,6 +449,24 @@ mod tests {
             body: vec![],
         };
         assert!(proto_to_request(wire, "x").is_err());
+    }
+
+    #[tokio::test]
+    async fn small_known_bodies_travel_inside_the_head() {
+        let body = http_body_util::Full::new(Bytes::from_static(b"hello"));
+        let resp = http::Response::builder()
+            .status(200)
+            .body(body)
+            .expect("response");
+        let chunks: Vec<HttpChunk> = response_to_chunks(resp)
+            .map(|c| c.expect("chunk"))
+            .collect()
+            .await;
+        assert_eq!(chunks.len(), 1);
+        match &chunks[0].part {
+            Some(Part::Head(h)) => assert_eq!(h.body, b"hello"),
+            other => panic!("not a head: {other:?}"),
+        }
     }
 
     #[tokio::test]

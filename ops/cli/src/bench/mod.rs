@@ -10,7 +10,7 @@ use clap::Subcommand;
 
 mod atoll_region;
 mod etcd;
-mod load;
+pub mod load;
 pub mod raft;
 
 /// The `atoll bench` subcommands.
@@ -25,6 +25,9 @@ pub enum BenchCommand {
     /// CPU) and --clients simulated nodes heartbeating a 3-server region
     /// (leader CPU).
     Clients(crate::bench_clients::ClientsBenchArgs),
+    /// A read forwarded through a federation gateway against the same read
+    /// made directly at a region server: added latency, forwarded reads/s.
+    Gateway(crate::bench_gateway::GatewayBenchArgs),
 }
 
 /// Run one `atoll bench` subcommand; Ctrl-C stops it and still cleans up.
@@ -34,6 +37,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             BenchCommand::Raft(args) => raft::run(args).await,
             BenchCommand::Gossip(args) => crate::bench_gossip::run(args).await,
             BenchCommand::Clients(args) => crate::bench_clients::run(args).await,
+            BenchCommand::Gateway(args) => crate::bench_gateway::run(args).await,
         }
     };
     tokio::select! {
