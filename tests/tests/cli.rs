@@ -367,6 +367,72 @@ async fn the_cli_drives_a_job_through_its_lifecycle() {
         "{out}"
     );
 
+    // Node drain and eligibility, by id prefix.
+    let prefix = &node_id[..8];
+    let out = atoll(
+        &bin,
+        &[
+            "node",
+            "drain",
+            "-address",
+            a,
+            "-enable",
+            "-deadline",
+            "10m",
+            "-yes",
+            prefix,
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("drain strategy set"), "{out}");
+    let out = atoll(&bin, &["node", "status", "-address", a, "-json", prefix]).await;
+    let node = json(&out);
+    assert_eq!(
+        node["Node"]["DrainStrategy"]["Deadline"], 600_000_000_000i64,
+        "{out}"
+    );
+    assert_eq!(node["Node"]["SchedulingEligibility"], "ineligible", "{out}");
+    let out = atoll(&bin, &["node", "drain", "-address", a, "-disable", prefix]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let out = atoll(&bin, &["node", "status", "-address", a, "-json", prefix]).await;
+    let node = json(&out);
+    assert!(node["Node"]["DrainStrategy"].is_null(), "{out}");
+    assert_eq!(node["Node"]["SchedulingEligibility"], "eligible", "{out}");
+    let out = atoll(
+        &bin,
+        &["node", "eligibility", "-address", a, "-disable", prefix],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    let out = atoll(&bin, &["node", "status", "-address", a, prefix]).await;
+    assert!(out.stdout.contains("Eligibility  = ineligible"), "{out}");
+    let out = atoll(&bin, &["node", "eligibility", "-address", a, prefix]).await;
+    assert_eq!(out.code, 2, "-enable or -disable is required: {out}");
+
+    // A JSON job file is submitted as it is.
+    let json_job = dir.path().join("batch.json");
+    std::fs::write(
+        &json_job,
+        r#"{"Job": {"ID": "json-job", "Type": "batch", "TaskGroups": [{"Name": "g", "Tasks": [{"Name": "t", "Driver": "raw_exec", "Config": {"command": "/bin/true"}}]}]}}"#,
+    )
+    .expect("write");
+    let out = atoll(
+        &bin,
+        &[
+            "job",
+            "run",
+            "-detach",
+            "-address",
+            a,
+            json_job.to_str().expect("path"),
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    let out = atoll(&bin, &["job", "inspect", "-address", a, "json-job"]).await;
+    assert_eq!(json(&out)["Job"]["Type"], "batch", "{out}");
+
     // tls: a CA, then a server certificate for region eu signed by it.
     let tls = dir.path().join("tls");
     let tls_dir = tls.to_str().expect("path");
