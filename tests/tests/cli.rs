@@ -283,6 +283,34 @@ async fn the_cli_drives_a_job_through_its_lifecycle() {
     assert_eq!(out.code, 255, "{out}");
     assert!(out.stderr.contains("line 3, column 5"), "{out}");
 
+    // A job nothing can run: plan shows the failure, run exits 2 (Nomad's
+    // code for placement failures) and explains it.
+    let nowhere = dir.path().join("nowhere.hcl");
+    std::fs::write(
+        &nowhere,
+        "job \"nowhere\" {\n  constraint {\n    attribute = \"${attr.kernel.name}\"\n    value     = \"plan9\"\n  }\n  group \"g\" {\n    task \"t\" {\n      driver = \"raw_exec\"\n      config {\n        command = \"/bin/true\"\n      }\n    }\n  }\n}\n",
+    )
+    .expect("write");
+    let nowhere = nowhere.to_str().expect("path");
+    let out = atoll(&bin, &["job", "plan", "-address", a, nowhere]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains("+ Job: \"nowhere\""), "{out}");
+    assert!(out.stdout.contains("Task Group \"g\""), "{out}");
+    let out = atoll(&bin, &["job", "run", "-address", a, nowhere]).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stdout.contains("Failed to place all allocations"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("plan9"), "{out}");
+    let out = atoll(
+        &bin,
+        &["job", "stop", "-purge", "-detach", "-address", a, "nowhere"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("stopped and purged"), "{out}");
+
     // Servers and Raft.
     let out = atoll(&bin, &["server", "members", "-address", a]).await;
     assert_eq!(out.code, 0, "{out}");
