@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use crate::driver::mock::MockDriver;
 use crate::driver::raw_exec::RawExecDriver;
 use crate::driver::{Driver, Drivers};
 use crate::fingerprint::{build_node, HostFacts, NodeIdentity};
+use crate::metrics::CoreMetrics;
 use crate::rpc::{AllocUpdateRequest, ChannelPool, NodeAuth, RpcClient, RpcError};
 use crate::runner::{spawn_alloc, AllocCmd, AllocHandle, AllocView};
 use crate::state::{load_or_create_identity, StateStore};
@@ -46,25 +46,6 @@ impl Default for CoreConfig {
             max_backoff: Duration::from_secs(10),
         }
     }
-}
-
-/// Counters of a node's conversation with the servers.
-#[derive(Debug, Default)]
-pub struct CoreMetrics {
-    /// Successful registrations.
-    pub registrations: AtomicU64,
-    /// Successful heartbeats.
-    pub heartbeats: AtomicU64,
-    /// Failed heartbeat rounds (no server answered).
-    pub heartbeat_failures: AtomicU64,
-    /// UpdateAllocations calls that succeeded.
-    pub update_batches: AtomicU64,
-    /// Allocation updates sent.
-    pub updates_sent: AtomicU64,
-    /// Allocation watch events received.
-    pub watch_events: AtomicU64,
-    /// Allocations started.
-    pub allocs_started: AtomicU64,
 }
 
 type JobKey = (String, String, u64, u64);
@@ -367,7 +348,7 @@ impl NodeCore {
                 continue;
             };
             tracing::info!(alloc = %a.id, name = %a.name, "starting allocation");
-            self.metrics.allocs_started.fetch_add(1, Ordering::Relaxed);
+            self.metrics.allocs_started.inc();
             let id = a.id.clone();
             let h = spawn_alloc(self.clone(), a, job, None);
             lock(&self.allocs).insert(id, h);
@@ -420,7 +401,7 @@ impl NodeCore {
                 let node = self.node_snapshot();
                 match self.rpc.register(&node).await {
                     Ok(resp) => {
-                        self.metrics.registrations.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.registrations.inc();
                         if resp.heartbeat_ttl > 0 {
                             ttl = Duration::from_nanos(resp.heartbeat_ttl as u64);
                         }
@@ -451,7 +432,7 @@ impl NodeCore {
             loop {
                 match self.rpc.heartbeat(&self.auth(0)).await {
                     Ok(resp) => {
-                        self.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.heartbeats.inc();
                         if resp.heartbeat_ttl > 0 {
                             ttl = Duration::from_nanos(resp.heartbeat_ttl as u64);
                         }
@@ -464,9 +445,7 @@ impl NodeCore {
                         break;
                     }
                     Err(e) => {
-                        self.metrics
-                            .heartbeat_failures
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.metrics.heartbeat_failures.inc();
                         tracing::warn!(error = %e, "heartbeat failed");
                         tokio::time::sleep(backoff.next_delay()).await;
                     }
@@ -500,7 +479,7 @@ impl NodeCore {
                         match ev {
                             Ok(Some(ev)) => {
                                 backoff.reset();
-                                self.metrics.watch_events.fetch_add(1, Ordering::Relaxed);
+                                self.metrics.watch_events.inc();
                                 self.apply_allocs(ev.allocs, full_sync && first);
                                 first = false;
                                 index = index.max(ev.index);
@@ -555,8 +534,8 @@ impl NodeCore {
                 };
                 match self.rpc.update_allocs(&req).await {
                     Ok(_) => {
-                        self.metrics.update_batches.fetch_add(1, Ordering::Relaxed);
-                        self.metrics.updates_sent.fetch_add(n, Ordering::Relaxed);
+                        self.metrics.update_batches.inc();
+                        self.metrics.updates_sent.inc_by(n);
                         backoff.reset();
                         break;
                     }
@@ -637,6 +616,7 @@ fn make_drivers(cfg: &ClientConfig) -> Drivers {
 /// A running client agent.
 pub struct ClientAgent {
     core: Arc<NodeCore>,
+    metrics: ops_kit::telemetry::Metrics,
     http_addr: Option<SocketAddr>,
     http: Option<crate::http::HttpServer>,
 }
@@ -719,9 +699,17 @@ impl ClientAgent {
         }
         core.restore(stored);
         core.start_loops(Duration::ZERO);
-        let http = listener.map(|l| crate::http::HttpServer::start(l, core.clone()));
+        let (metrics, http_metrics) =
+            crate::metrics::agent_metrics(&cfg.region, core.clone()).context("metrics registry")?;
+        let http = listener.map(|l| {
+            let app = crate::http::router(core.clone())
+                .merge(metrics.routes())
+                .layer(http_metrics);
+            crate::http::HttpServer::serve(l, app)
+        });
         Ok(Self {
             core,
+            metrics,
             http_addr,
             http,
         })
@@ -750,6 +738,11 @@ impl ClientAgent {
     /// Waits until the node is registered; `false` on timeout.
     pub async fn wait_registered(&self, timeout: Duration) -> bool {
         self.core.wait_registered(timeout).await
+    }
+
+    /// The agent's metrics registry (served at `/metrics` and `/v1/metrics`).
+    pub fn metrics(&self) -> &ops_kit::telemetry::Metrics {
+        &self.metrics
     }
 
     /// Views of the node's allocations.

@@ -7,7 +7,6 @@
 //! written to disk.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -203,12 +202,12 @@ impl SimulatedFleet {
         let mut t = FleetTotals::default();
         for n in &self.nodes {
             let m = &n.metrics;
-            t.registrations += m.registrations.load(Ordering::Relaxed);
-            t.heartbeats += m.heartbeats.load(Ordering::Relaxed);
-            t.heartbeat_failures += m.heartbeat_failures.load(Ordering::Relaxed);
-            t.update_batches += m.update_batches.load(Ordering::Relaxed);
-            t.updates_sent += m.updates_sent.load(Ordering::Relaxed);
-            t.allocs_started += m.allocs_started.load(Ordering::Relaxed);
+            t.registrations += m.registrations.get();
+            t.heartbeats += m.heartbeats.get();
+            t.heartbeat_failures += m.heartbeat_failures.get();
+            t.update_batches += m.update_batches.get();
+            t.updates_sent += m.updates_sent.get();
+            t.allocs_started += m.allocs_started.get();
         }
         t
     }

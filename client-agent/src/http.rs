@@ -43,8 +43,13 @@ pub struct HttpServer {
 impl HttpServer {
     /// Serves `core` on `listener`.
     pub fn start(listener: tokio::net::TcpListener, core: Arc<NodeCore>) -> Self {
+        Self::serve(listener, router(core))
+    }
+
+    /// Serves `app` (the [`router`] with more routes or layers) on
+    /// `listener`.
+    pub fn serve(listener: tokio::net::TcpListener, app: Router) -> Self {
         let (tx, rx) = oneshot::channel::<()>();
-        let app = router(core);
         let join = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {

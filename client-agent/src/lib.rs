@@ -66,6 +66,7 @@ pub mod fingerprint;
 pub mod fleet;
 pub mod http;
 pub mod logs;
+pub mod metrics;
 pub mod restart;
 pub mod rpc;
 pub mod runner;

@@ -15,6 +15,13 @@ struct Args {
     /// TOML configuration file.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Log filter in `EnvFilter` syntax: a default level and per-module
+    /// directives, e.g. `info,region_server::raft=debug`.
+    #[arg(long, env = "ATOLL_LOG_LEVEL", default_value = "info,sqlx=warn")]
+    log_level: String,
+    /// Log one JSON object per line instead of text.
+    #[arg(long, env = "ATOLL_LOG_JSON")]
+    log_json: bool,
     /// Node name (default: host name).
     #[arg(long)]
     name: Option<String>,
@@ -144,8 +151,9 @@ async fn terminate_signal() -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     ops_kit::tls::install_crypto_provider();
-    ops_kit::telemetry::init_tracing("info,sqlx=warn");
-    let cfg = build_config(Args::parse())?;
+    let args = Args::parse();
+    ops_kit::telemetry::init_logging(&args.log_level, args.log_json)?;
+    let cfg = build_config(args)?;
     let agent = ClientAgent::start(cfg).await?;
     println!(
         "client agent {} started (http {})",

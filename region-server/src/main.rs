@@ -14,6 +14,17 @@ struct Args {
     /// TOML configuration file.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Log filter in `EnvFilter` syntax: a default level and per-module
+    /// directives, e.g. `info,region_server::raft=debug`.
+    #[arg(
+        long,
+        env = "ATOLL_LOG_LEVEL",
+        default_value = "info,openraft=warn,sqlx=warn"
+    )]
+    log_level: String,
+    /// Log one JSON object per line instead of text.
+    #[arg(long, env = "ATOLL_LOG_JSON")]
+    log_json: bool,
     /// Server name (default: host name).
     #[arg(long)]
     name: Option<String>,
@@ -171,8 +182,8 @@ async fn terminate_signal() -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     ops_kit::tls::install_crypto_provider();
-    ops_kit::telemetry::init_tracing("info,openraft=warn,sqlx=warn");
     let args = Args::parse();
+    ops_kit::telemetry::init_logging(&args.log_level, args.log_json)?;
     let leave = args.leave_on_terminate;
     let cfg = build_config(args)?;
     if matches!(cfg.tls, TlsSource::DevGenerated) {

@@ -11,6 +11,7 @@ use anyhow::Context;
 use ops_kit::gossip::{GossipPool, Keyring, MemberInfo, MemberRole, MemberStatus};
 use ops_kit::tls::{CertBundle, DevCa, Role};
 use proto::rpc::client_service_server::ClientServiceServer;
+use proto::rpc::forward_service_server::ForwardServiceServer;
 use proto::rpc::raft_service_server::RaftServiceServer;
 use proto::rpc::region_service_server::RegionServiceServer;
 use tokio::net::TcpListener;
@@ -104,9 +105,13 @@ impl RegionServer {
             http_addr: http_addr.to_string(),
         };
 
+        let metrics = Metrics::new(&cfg.region).context("metrics registry")?;
         let log_store = LogStore::open(&cfg.data_dir.join("raft.db")).await?;
+        let committed = log_store.committed_index();
         let store = StateStore::default();
-        let sm = StateMachine::open(&cfg.data_dir.join("snapshots"), store.clone()).await?;
+        let sm = StateMachine::open(&cfg.data_dir.join("snapshots"), store.clone())
+            .await?
+            .with_apply_histogram(metrics.raft_apply_duration.clone());
         let peers = PeerPool::new(tls.clone(), &cfg.region);
         let raft_config = Arc::new(cfg.raft.to_config(&cfg.region).context("raft settings")?);
         let raft = Raft::new(
@@ -129,7 +134,6 @@ impl RegionServer {
             peers,
         )
         .with_quorum_timeout(cfg.raft.failover_window());
-        let metrics = Metrics::new(&cfg.region).context("metrics registry")?;
         let gossip = match &cfg.gossip {
             None => None,
             Some(g) => {
@@ -144,26 +148,62 @@ impl RegionServer {
                 me.http_addr = http_addr.to_string();
                 me.version = env!("CARGO_PKG_VERSION").to_string();
                 Some(
-                    GossipPool::start(g.pool.clone(), me, keyring, Some(&metrics.registry))
-                        .await
-                        .context("starting the gossip pool")?,
+                    GossipPool::start(
+                        g.pool.clone(),
+                        me,
+                        keyring,
+                        Some(metrics.telemetry.registry()),
+                    )
+                    .await
+                    .context("starting the gossip pool")?,
                 )
             }
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let leader = LeaderHandle::new(&cfg.leader);
+        let leader = LeaderHandle::new(&cfg.leader).with_metrics(metrics.leader.clone());
+        metrics
+            .install(service.clone(), leader.clone(), committed)
+            .context("metrics registry")?;
         let mut tasks = Vec::new();
+
+        // HTTP API (also answering requests forwarded over ForwardService).
+        let federation = crate::api::forward::Federation::new(
+            &cfg.region,
+            gossip.clone(),
+            ops_kit::forward::ChannelPool::new(tls.clone(), 1, Duration::from_millis(500)),
+            cfg.max_request_body_bytes,
+        );
+        let router = http::router(
+            http::ApiState::new(
+                service.clone(),
+                metrics.clone(),
+                cfg.max_request_body_bytes,
+                gossip.clone(),
+            ),
+            federation,
+        );
 
         // gRPC: Raft and region services, mTLS.
         let contact = service.clone();
         let raft_svc = RaftGrpc::new(
             raft.clone(),
-            cfg.region.clone(),
             Box::new(move || contact.touch_leader_contact()),
         );
         let grpc = tonic::transport::Server::builder()
             .tls_config(tls.server_tls_config())
             .context("gRPC TLS settings")?
+            .layer(metrics.grpc.clone())
+            // Who may call what: one policy in front of every service.
+            .layer(ops_kit::authz::AuthzLayer::new(
+                ops_kit::authz::Policy::region_server(&cfg.region),
+            ))
+            .add_service(
+                ForwardServiceServer::new(crate::api::forward::ForwardGrpc::new(
+                    router.clone(),
+                    &format!("{}.{}", cfg.name, cfg.region),
+                ))
+                .max_decoding_message_size(ops_kit::forward::MAX_REQUEST_MESSAGE),
+            )
             .add_service(
                 RaftServiceServer::new(raft_svc).max_decoding_message_size(256 * 1024 * 1024),
             )
@@ -200,13 +240,6 @@ impl RegionServer {
             }
         }));
 
-        // HTTP API.
-        let router = http::router(http::ApiState::new(
-            service.clone(),
-            metrics.clone(),
-            cfg.max_request_body_bytes,
-            gossip.clone(),
-        ));
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             let stop = async move {
@@ -227,7 +260,7 @@ impl RegionServer {
         tasks.push(tokio::spawn(
             metrics
                 .clone()
-                .sample_loop(service.clone(), shutdown_rx.clone()),
+                .watch_leader(service.clone(), shutdown_rx.clone()),
         ));
         tasks.push(tokio::spawn(crate::leader::run(
             service.clone(),

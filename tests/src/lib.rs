@@ -644,3 +644,198 @@ pub fn json_diff(a: &Value, b: &Value, limit: usize) -> Vec<String> {
     walk("", a, b, &mut out, limit);
     out
 }
+
+// ---- federations ----
+
+/// Several regions of in-process servers sharing one CA and one gossip
+/// pool, with federation gateways and client agents: what
+/// `tests/federation.rs` starts.
+pub struct TestFederation {
+    /// The CA every certificate comes from.
+    pub ca: DevCa,
+    /// The gossip key of the pool.
+    pub key: String,
+    /// The regions, in the order given.
+    pub regions: Vec<TestRegion>,
+    /// Running gateways.
+    pub gateways: Vec<federation_gateway::Gateway>,
+    /// Running client agents, by region.
+    pub clients: Vec<(String, client_agent::ClientAgent)>,
+    /// Gossip address every member joins through (the first server's).
+    pub seed: String,
+    dir: TempDir,
+}
+
+impl TestFederation {
+    /// Start `servers` servers in each of `regions`, all in one gossip pool
+    /// (fast local profile) and all with certificates of one CA. Returns
+    /// once every region has a leader.
+    pub async fn start(regions: &[&str], servers: usize) -> anyhow::Result<Self> {
+        init_logging();
+        ops_kit::tls::install_crypto_provider();
+        let ca = DevCa::generate().context("generating a CA")?;
+        let key = ops_kit::gossip::Keyring::generate_key();
+        let mut planned = Vec::new();
+        let mut seed: Option<String> = None;
+        for region in regions {
+            let mut r = TestRegion::plan(servers, region, |_| {})?;
+            // One CA for the whole federation.
+            r.ca = DevCa::from_pem(&ca.cert_pem(), &ca.key_pem()).context("sharing the CA")?;
+            for slot in &mut r.slots {
+                let bundle = ca
+                    .issue(Role::Server, region)
+                    .context("issuing a server certificate")?;
+                slot.config.tls = region_server::TlsSource::Bundle(bundle);
+                let mut pool = ops_kit::gossip::GossipConfig::local();
+                pool.bind_addr = slot.config.gossip_addr.parse().context("gossip address")?;
+                let first = seed.get_or_insert_with(|| slot.config.gossip_addr.clone());
+                if *first != slot.config.gossip_addr {
+                    pool.seeds = vec![first.clone()];
+                }
+                slot.config.gossip = Some(region_server::config::GossipSettings {
+                    pool,
+                    keys: vec![key.clone()],
+                    reap_failed_after: Duration::from_secs(3600),
+                });
+            }
+            planned.push(r);
+        }
+        for r in &mut planned {
+            r.start_all().await?;
+        }
+        for r in &planned {
+            r.wait_leader(DEFAULT_TIMEOUT)
+                .await
+                .with_context(|| format!("leader of region {}", r.region))?;
+        }
+        Ok(Self {
+            ca,
+            key,
+            regions: planned,
+            gateways: Vec::new(),
+            clients: Vec::new(),
+            seed: seed.unwrap_or_default(),
+            dir: tempfile::Builder::new()
+                .prefix("atoll-federation-")
+                .tempdir()
+                .context("temporary directory")?,
+        })
+    }
+
+    /// The gateway configuration [`TestFederation::start_gateway`] uses:
+    /// default region `region`, joining the pool through the seed.
+    pub fn gateway_config(
+        &self,
+        name: &str,
+        region: &str,
+    ) -> anyhow::Result<federation_gateway::GatewayConfig> {
+        let bundle = self
+            .ca
+            .issue(Role::Gateway, "")
+            .context("issuing a gateway certificate")?;
+        let mut cfg =
+            federation_gateway::GatewayConfig::dev(name, region, bundle, vec![self.key.clone()]);
+        cfg.gossip.seeds = vec![self.seed.clone()];
+        cfg.rollout_poll = Duration::from_millis(200);
+        Ok(cfg)
+    }
+
+    /// Start a gateway (default region: the first region); its index.
+    pub async fn start_gateway(&mut self, name: &str) -> anyhow::Result<usize> {
+        let region = self.regions[0].region.clone();
+        let gw = federation_gateway::Gateway::start(self.gateway_config(name, &region)?)
+            .await
+            .context("starting a gateway")?;
+        self.gateways.push(gw);
+        Ok(self.gateways.len() - 1)
+    }
+
+    /// Base URL of gateway `i`'s HTTP API.
+    pub fn gateway_http(&self, i: usize) -> String {
+        format!("http://{}", self.gateways[i].http_addr)
+    }
+
+    /// The region called `name`.
+    pub fn region(&self, name: &str) -> &TestRegion {
+        self.regions
+            .iter()
+            .find(|r| r.region == name)
+            .unwrap_or_else(|| panic!("no region {name}"))
+    }
+
+    /// The region called `name`, mutably.
+    pub fn region_mut(&mut self, name: &str) -> &mut TestRegion {
+        self.regions
+            .iter_mut()
+            .find(|r| r.region == name)
+            .unwrap_or_else(|| panic!("no region {name}"))
+    }
+
+    /// Start a client agent in `region`, talking to its servers; waits
+    /// until it registered.
+    pub async fn start_client(&mut self, region: &str, name: &str) -> anyhow::Result<()> {
+        let servers: Vec<String> = {
+            let r = self.region(region);
+            (0..r.len()).map(|i| r.rpc_addr(i)).collect()
+        };
+        let bundle = self
+            .ca
+            .issue(Role::Client, region)
+            .context("issuing a client certificate")?;
+        let cfg = client_agent::ClientConfig::dev(
+            name,
+            region,
+            self.dir.path().join(name),
+            servers,
+            bundle,
+        );
+        let agent = client_agent::ClientAgent::start(cfg)
+            .await
+            .with_context(|| format!("starting client {name}"))?;
+        if !agent.wait_registered(DEFAULT_TIMEOUT).await {
+            bail!("client {name} did not register in region {region}");
+        }
+        self.clients.push((region.to_string(), agent));
+        Ok(())
+    }
+
+    /// Wait until gateway `i` knows `region`'s servers as alive
+    /// (`alive = true`) or knows none alive (`alive = false`).
+    pub async fn wait_gateway_sees(
+        &self,
+        i: usize,
+        region: &str,
+        alive: bool,
+    ) -> anyhow::Result<()> {
+        let gw = &self.gateways[i];
+        poll(
+            &format!(
+                "gateway to see region {region} {}",
+                if alive { "up" } else { "down" }
+            ),
+            DEFAULT_TIMEOUT,
+            || async {
+                let up = gw
+                    .gossip
+                    .regions()
+                    .get(region)
+                    .is_some_and(|r| !r.servers.is_empty());
+                (up == alive).then_some(())
+            },
+        )
+        .await
+    }
+
+    /// Stop everything.
+    pub async fn shutdown(mut self) {
+        for (_, c) in self.clients.drain(..) {
+            c.shutdown_and_kill_tasks().await;
+        }
+        for g in self.gateways.drain(..) {
+            g.shutdown().await;
+        }
+        for r in self.regions.drain(..) {
+            r.shutdown().await;
+        }
+    }
+}

@@ -663,12 +663,7 @@ async fn parse_endpoint_and_job_history() {
 
 /// A service job: `job run` follows the evaluation and then the deployment
 /// until it succeeds, printing the progress table as it changes.
-///
-/// Ignored until the deployment watcher lands (the deployments issue):
-/// today a deployment stays "running" even once its allocations are
-/// healthy, so `job run` keeps following it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs the deployment watcher: deployments never reach successful yet"]
 async fn job_run_follows_a_deployment_to_its_end() {
     let _serial = atoll_tests::serial().await;
     ops_kit::tls::install_crypto_provider();

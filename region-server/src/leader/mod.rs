@@ -1,19 +1,22 @@
 //! What only the leader runs: the evaluation broker fed from the state,
-//! scheduler workers, and the plan applier. Started when this server gains
-//! leadership (after its first linearizable read, so it sees every committed
-//! evaluation), stopped when it loses it.
+//! scheduler workers, the plan applier, and the deployment watcher. Started
+//! when this server gains leadership (after its first linearizable read, so
+//! it sees every committed evaluation), stopped when it loses it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proto::model::{Allocation, Deployment, Evaluation};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::metrics::LeaderMetrics;
 use crate::scheduler::{self, Plan, SchedulerConfig, SchedulerContext};
 use crate::service::Service;
 use crate::state::{table, Command, Tables};
 
 pub mod broker;
+pub mod deployments;
 pub mod heartbeat;
+pub mod periodic;
 
 use broker::{BrokerConfig, SharedBroker};
 use heartbeat::{HeartbeatConfig, Heartbeats};
@@ -120,16 +123,28 @@ async fn lead(
     let (plan_tx, plan_rx) = mpsc::channel::<PlanSubmission>(256);
     let mut tasks = vec![
         tokio::spawn(feed_broker(service.clone(), broker.clone(), stop.clone())),
-        tokio::spawn(plan_applier(service.clone(), plan_rx, stop.clone())),
+        tokio::spawn(plan_applier(
+            service.clone(),
+            plan_rx,
+            handle.metrics.clone(),
+            stop.clone(),
+        )),
         tokio::spawn(broker_housekeeping(
             service.clone(),
             broker.clone(),
+            handle.metrics.clone(),
             stop.clone(),
         )),
+        tokio::spawn(deployments::watch_deployments(
+            service.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(periodic::run(service.clone(), stop.clone())),
         tokio::spawn(heartbeat_timers(
             service.clone(),
             handle.heartbeats.clone(),
             cfg.heartbeat.clone(),
+            handle.metrics.clone(),
             stop.clone(),
         )),
     ];
@@ -139,12 +154,15 @@ async fn lead(
             cfg.clone(),
             broker.clone(),
             plan_tx.clone(),
+            handle.metrics.clone(),
             stop.clone(),
         )));
     }
     for t in tasks {
         let _ = t.await;
     }
+    // Plans still queued died with the applier.
+    handle.metrics.plan_queue_depth.set(0);
 }
 
 fn stopped(stop: &watch::Receiver<bool>) -> bool {
@@ -161,6 +179,13 @@ async fn feed_broker(service: Service, broker: SharedBroker, mut stop: watch::Re
     loop {
         let t = service.store.snapshot();
         let now = now_ns();
+        // An operator paused the broker: evaluations queue but are not
+        // handed out (set before enqueueing what this snapshot adds).
+        let paused = t
+            .scheduler_config
+            .as_ref()
+            .is_some_and(|c| c.pause_eval_broker);
+        broker.with(|b| b.set_paused(paused));
         let fresh: Vec<Evaluation> = t
             .evals_changed_after(seen)
             .filter(|e| e.status == "pending" || e.status == "blocked")
@@ -184,7 +209,7 @@ async fn feed_broker(service: Service, broker: SharedBroker, mut stop: watch::Re
             broker.with(|b| b.unblock_all());
         }
         tokio::select! {
-            _ = service.store.wait_for_change(&[table::EVALS, table::NODES, table::ALLOCS], t.index, Duration::from_secs(1)) => {}
+            _ = service.store.wait_for_change(&[table::EVALS, table::NODES, table::ALLOCS, table::OPERATOR_CONFIG], t.index, Duration::from_secs(1)) => {}
             _ = stop.changed() => return,
         }
         if stopped(&stop) {
@@ -207,6 +232,7 @@ fn freed_capacity(t: &Tables, since: u64) -> bool {
 async fn broker_housekeeping(
     service: Service,
     broker: SharedBroker,
+    metrics: LeaderMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -227,9 +253,11 @@ async fn broker_housekeeping(
             e.modify_time = now_ns();
             updates.push(e);
         }
+        let failed = updates.iter().filter(|e| e.status == "failed").count();
         if !updates.is_empty() {
-            if let Err(e) = service.write(Command::EvalUpsert { evals: updates }).await {
-                tracing::warn!(error = %e, "writing canceled/failed evaluations");
+            match service.write(Command::EvalUpsert { evals: updates }).await {
+                Ok(_) => metrics.evaluations_failed.inc_by(failed as u64),
+                Err(e) => tracing::warn!(error = %e, "writing canceled/failed evaluations"),
             }
         }
         tokio::select! {
@@ -262,6 +290,7 @@ async fn worker(
     cfg: LeaderConfig,
     broker: SharedBroker,
     plans: mpsc::Sender<PlanSubmission>,
+    metrics: LeaderMetrics,
     stop: watch::Receiver<bool>,
 ) {
     while !stopped(&stop) {
@@ -271,7 +300,9 @@ async fn worker(
         else {
             continue;
         };
-        let outcome = schedule(&service, &cfg, &plans, &eval).await;
+        let outcome = schedule(&service, &cfg, &plans, &metrics, &eval).await;
+        let result = if outcome.is_ok() { "ack" } else { "nack" };
+        metrics.evaluations.with_label_values(&[result]).inc();
         broker.with(|b| {
             let r = match &outcome {
                 Ok(()) => b.ack(&eval.id, &token),
@@ -293,6 +324,7 @@ async fn schedule(
     service: &Service,
     cfg: &LeaderConfig,
     plans: &mpsc::Sender<PlanSubmission>,
+    metrics: &LeaderMetrics,
     eval: &Evaluation,
 ) -> Result<(), String> {
     // The scheduler must see at least the state the evaluation was made in.
@@ -316,6 +348,7 @@ async fn schedule(
         evals.extend(result.blocked_eval);
         evals.extend(result.followup_evals);
         let (tx, rx) = oneshot::channel();
+        metrics.plan_queue_depth.inc();
         plans
             .send(PlanSubmission {
                 plan: result.plan,
@@ -323,7 +356,10 @@ async fn schedule(
                 reply: tx,
             })
             .await
-            .map_err(|_| "plan applier stopped".to_string())?;
+            .map_err(|_| {
+                metrics.plan_queue_depth.dec();
+                "plan applier stopped".to_string()
+            })?;
         let outcome = rx.await.map_err(|_| "plan applier stopped".to_string())??;
         if !outcome.partial {
             return Ok(());
@@ -352,6 +388,7 @@ fn seed(id: &str, attempt: usize) -> u64 {
 async fn plan_applier(
     service: Service,
     mut rx: mpsc::Receiver<PlanSubmission>,
+    metrics: LeaderMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -366,11 +403,14 @@ async fn plan_applier(
                 Err(_) => break,
             }
         }
+        metrics.plan_queue_depth.sub(batch.len() as i64);
+        let _timer = metrics.plan_apply_duration.start_timer();
         let mut overlay: Tables = (*service.store.snapshot()).clone();
         let mut allocs: Vec<Allocation> = Vec::new();
         let mut evals: Vec<Evaluation> = Vec::new();
         let mut deployments: Vec<Deployment> = Vec::new();
         let mut partial = Vec::with_capacity(batch.len());
+        let mut placed = 0usize;
         for sub in &batch {
             let result = scheduler::evaluate_plan(&overlay, &sub.plan);
             // The state keeps allocations without an embedded job copy, so
@@ -385,6 +425,12 @@ async fn plan_applier(
                     ..a.clone()
                 })
                 .collect();
+            placed += result
+                .node_allocation
+                .values()
+                .flatten()
+                .filter(|a| !overlay.allocs.contains_key(&a.id))
+                .count();
             // Later plans in this batch are checked against this one's effect.
             let scratch_index = overlay.index;
             overlay.apply(
@@ -436,6 +482,9 @@ async fn plan_applier(
             continue;
         }
         let committed = service.write(cmd).await.map(|(_, index)| index);
+        if committed.is_ok() {
+            metrics.placements.inc_by(placed as u64);
+        }
         for (sub, partial) in batch.into_iter().zip(partial) {
             let r = match &committed {
                 Ok(index) => Ok(PlanOutcome {
@@ -460,6 +509,8 @@ pub struct LeaderHandle {
     pub broker: SharedBroker,
     /// Node heartbeat timers (empty while this server follows).
     pub heartbeats: Heartbeats,
+    /// Counters of the leader's work.
+    pub metrics: LeaderMetrics,
 }
 
 impl LeaderHandle {
@@ -468,7 +519,14 @@ impl LeaderHandle {
         Self {
             broker: SharedBroker::new(cfg.broker.clone()),
             heartbeats: Heartbeats::default(),
+            metrics: LeaderMetrics::default(),
         }
+    }
+
+    /// Count the leader's work into `metrics` (registered ones).
+    pub fn with_metrics(mut self, metrics: LeaderMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -479,6 +537,7 @@ async fn heartbeat_timers(
     service: Service,
     heartbeats: Heartbeats,
     cfg: HeartbeatConfig,
+    metrics: LeaderMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
     let ready = |t: &Tables| -> Vec<String> {
@@ -525,6 +584,8 @@ async fn heartbeat_timers(
             {
                 tracing::warn!(node = %node_id, error = %e, "marking node down");
                 heartbeats.reset(&cfg, &node_id, 0.0);
+            } else {
+                metrics.heartbeats_expired.inc();
             }
         }
     }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ struct Cache {
 
 struct Shared {
     cache: Mutex<Cache>,
+    /// The last index saved as committed (for metrics).
+    committed: Arc<AtomicU64>,
 }
 
 impl Shared {
@@ -162,6 +165,7 @@ impl LogStore {
                 entries,
                 last_purged,
             }),
+            committed: Arc::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer_task(pool.clone(), rx));
@@ -170,6 +174,12 @@ impl LogStore {
             writer: tx,
             pool,
         })
+    }
+
+    /// The highest index openraft saved as committed (0 before any), kept
+    /// current by `save_committed`/`read_committed`: the commit index gauge.
+    pub fn committed_index(&self) -> Arc<AtomicU64> {
+        self.shared.committed.clone()
     }
 
     async fn write_meta<T: serde::Serialize>(
@@ -368,14 +378,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         self.write_meta("committed", &committed)
             .await
-            .map_err(|e| StorageIOError::write(e).into())
+            .map_err(StorageIOError::write)?;
+        if let Some(c) = committed {
+            self.shared.committed.fetch_max(c.index, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
         let v: Option<Option<LogId>> = read_meta(&self.pool, "committed")
             .await
             .map_err(StorageIOError::read)?;
-        Ok(v.flatten())
+        let v = v.flatten();
+        if let Some(c) = v {
+            self.shared.committed.fetch_max(c.index, Ordering::Relaxed);
+        }
+        Ok(v)
     }
 
     async fn append<I>(

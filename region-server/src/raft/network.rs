@@ -214,23 +214,19 @@ impl RaftNetwork<TypeConfig> for Network {
 /// Serves Raft RPCs from the other servers of the region.
 pub struct RaftGrpc {
     raft: Raft,
-    region: String,
     on_append: Box<dyn Fn() + Send + Sync>,
 }
 
 impl RaftGrpc {
-    /// A service feeding `raft`; only servers of `region` may call it.
+    /// A service feeding `raft`. Who may call it (servers of the region) is
+    /// decided before it, by the server's [`ops_kit::authz::AuthzLayer`].
     /// `on_append` runs whenever a leader's AppendEntries arrives.
-    pub fn new(raft: Raft, region: String, on_append: Box<dyn Fn() + Send + Sync>) -> Self {
-        Self {
-            raft,
-            region,
-            on_append,
-        }
+    pub fn new(raft: Raft, on_append: Box<dyn Fn() + Send + Sync>) -> Self {
+        Self { raft, on_append }
     }
 
     fn decode<T: DeserializeOwned>(&self, req: Request<Payload>) -> Result<T, Status> {
-        ops_kit::tls::require_peer(&req, &[Role::Server], &self.region)?;
+        // Only servers of this region get here: see ops_kit::authz::Policy::region_server.
         serde_json::from_slice(&req.into_inner().data)
             .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
     }

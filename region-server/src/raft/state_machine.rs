@@ -35,6 +35,7 @@ pub struct StateMachine {
     store: StateStore,
     dir: PathBuf,
     applied: Arc<Mutex<Applied>>,
+    apply_duration: Option<prometheus::Histogram>,
 }
 
 fn lock(m: &Mutex<Applied>) -> std::sync::MutexGuard<'_, Applied> {
@@ -54,6 +55,7 @@ impl StateMachine {
             store,
             dir: dir.to_path_buf(),
             applied: Arc::default(),
+            apply_duration: None,
         };
         let current = sm.current_path();
         if tokio::fs::try_exists(&current).await.unwrap_or(false) {
@@ -67,6 +69,12 @@ impl StateMachine {
             a.membership = raft_meta.last_membership;
         }
         Ok(sm)
+    }
+
+    /// Time each applied batch of entries into `histogram`.
+    pub fn with_apply_histogram(mut self, histogram: prometheus::Histogram) -> Self {
+        self.apply_duration = Some(histogram);
+        self
     }
 
     fn current_path(&self) -> PathBuf {
@@ -150,6 +158,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        let _timer = self.apply_duration.as_ref().map(|h| h.start_timer());
         let mut a = lock(&self.applied);
         let mut tables = (*self.store.snapshot()).clone();
         let mut out = Vec::new();

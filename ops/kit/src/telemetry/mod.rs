@@ -1,9 +1,37 @@
-//! Logging and metrics.
+//! Logging and metrics, shared by every Atoll process.
 //!
-//! Logs go to stderr through `tracing-subscriber`. Metrics live in a
-//! [`prometheus::Registry`] and are exposed two ways: the Prometheus text format
-//! ([`encode_prometheus`]) and the JSON shape of Nomad's `/v1/metrics`
-//! ([`encode_nomad_json`]).
+//! # Metrics
+//!
+//! A process keeps its metrics in one [`Metrics`] (a [`prometheus::Registry`]
+//! whose families are exported as `atoll_<name>`, with constant labels such as
+//! `region`). Components register their own families on it — counters,
+//! gauges and histograms updated where things happen, or custom
+//! [`prometheus::core::Collector`]s that compute their values at scrape time —
+//! and serve them with [`Metrics::routes`]:
+//!
+//! - `GET /metrics` and `GET /v1/metrics?format=prometheus`: the Prometheus
+//!   text exposition ([`encode_prometheus`]);
+//! - `GET /v1/metrics`: the JSON shape of Nomad's `/v1/metrics`
+//!   ([`encode_nomad_json`]).
+//!
+//! Request metrics come from two tower layers: [`HttpMetricsLayer`] for axum
+//! routers (labelled by the matched route template, never the raw path) and
+//! [`GrpcMetricsLayer`] for tonic servers (by service, method and gRPC status).
+//!
+//! Naming: `atoll_` prefix (added by the registry, so families are
+//! registered without it), snake_case, base units in the name (`_seconds`,
+//! `_bytes`), counters end in `_total`, labels have few values (never ids of
+//! allocations, jobs or nodes).
+//!
+//! [`write_file_sd`] keeps a Prometheus file-based service discovery list
+//! (`<data-dir>/prometheus/targets.json`, see [`file_sd_path`]) of the
+//! processes to scrape.
+//!
+//! # Logs
+//!
+//! [`init_logging`] installs a `tracing` subscriber writing to stderr, either
+//! human-readable or one JSON object per line, filtered by `EnvFilter`
+//! directives (`info,region_server::raft=debug`).
 //!
 //! # Nomad JSON mapping
 //!
@@ -28,26 +56,228 @@
 //!
 //! Labels become the `Labels` object of each entry.
 
+mod file_sd;
+mod grpc;
+mod http;
+mod logging;
+
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::extract::Query;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus::core::Collector;
 use prometheus::proto::{Metric, MetricFamily, MetricType};
-use prometheus::{Encoder, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 use serde_json::{json, Map, Value};
-use tracing_subscriber::EnvFilter;
 
-/// Installs a `tracing` subscriber that writes human-readable lines to stderr.
-///
-/// The filter comes from `RUST_LOG` when it is set and valid, else from
-/// `default_filter` (e.g. `"info,atoll=debug"`). Calling it again, or after
-/// another subscriber was installed, does nothing.
-pub fn init_tracing(default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(default_filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+pub use self::file_sd::{file_sd_json, file_sd_path, write_file_sd, ScrapeTarget, TargetRole};
+pub use self::grpc::{GrpcMetricsBody, GrpcMetricsLayer, GrpcMetricsService};
+pub use self::http::{HttpMetricsLayer, HttpMetricsService};
+pub use self::logging::{init_logging, init_tracing, log_filter, subscriber};
+
+/// The prefix every family gets: `atoll_<name>`.
+pub const PREFIX: &str = "atoll";
+
+/// The content type of the Prometheus text exposition.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Histogram buckets for request and apply latencies, in seconds (0.5 ms to
+/// 10 s).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// A metric could not be created or registered (bad name, duplicate).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The log level directives do not parse.
+    #[error("invalid log level {directives:?}: {reason}")]
+    LogFilter {
+        /// The directives as given.
+        directives: String,
+        /// What is wrong with them.
+        reason: String,
+    },
+    /// A global `tracing` subscriber is installed already.
+    #[error("logging is already set up: {0}")]
+    LogInit(String),
+}
+
+/// A process's metrics: one registry, families exported as `atoll_<name>`
+/// with the constant labels given at creation. Cloning shares the registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// An empty registry whose families get the `atoll_` prefix and
+    /// `const_labels` (e.g. `[("region", "eu")]`) on every sample.
+    pub fn new(const_labels: &[(&str, &str)]) -> Result<Self, TelemetryError> {
+        let labels: HashMap<String, String> = const_labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let labels = (!labels.is_empty()).then_some(labels);
+        Ok(Self {
+            registry: Registry::new_custom(Some(PREFIX.into()), labels)?,
+        })
+    }
+
+    /// The underlying registry (for code that takes a `&Registry`, such as
+    /// the gossip pool).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Register `collector` and hand it back (metrics are cheap handles:
+    /// the returned clone updates the registered one).
+    pub fn register<C: Collector + Clone + 'static>(
+        &self,
+        collector: C,
+    ) -> Result<C, TelemetryError> {
+        self.registry.register(Box::new(collector.clone()))?;
+        Ok(collector)
+    }
+
+    /// A registered counter `atoll_<name>` (`name` should end in `_total`).
+    pub fn counter(&self, name: &str, help: &str) -> Result<IntCounter, TelemetryError> {
+        self.register(IntCounter::new(name, help)?)
+    }
+
+    /// A registered counter family with `labels`.
+    pub fn counter_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntCounterVec, TelemetryError> {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels)?)
+    }
+
+    /// A registered gauge.
+    pub fn gauge(&self, name: &str, help: &str) -> Result<IntGauge, TelemetryError> {
+        self.register(IntGauge::new(name, help)?)
+    }
+
+    /// A registered gauge family with `labels`.
+    pub fn gauge_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntGaugeVec, TelemetryError> {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels)?)
+    }
+
+    /// A registered histogram family with `labels` and [`LATENCY_BUCKETS`]
+    /// (for durations in seconds).
+    pub fn latency_histogram(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<HistogramVec, TelemetryError> {
+        self.register(HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+            labels,
+        )?)
+    }
+
+    /// The HTTP request metrics (`atoll_http_requests_total`,
+    /// `atoll_http_request_duration_seconds`) as a layer for an axum router.
+    /// Create it once per process; clone the layer for more routers.
+    pub fn http_layer(&self) -> Result<HttpMetricsLayer, TelemetryError> {
+        HttpMetricsLayer::new(self)
+    }
+
+    /// The gRPC request metrics (`atoll_grpc_requests_total`,
+    /// `atoll_grpc_request_duration_seconds`) as a layer for a tonic server.
+    /// Create it once per process.
+    pub fn grpc_layer(&self) -> Result<GrpcMetricsLayer, TelemetryError> {
+        GrpcMetricsLayer::new(self)
+    }
+
+    /// The Prometheus text exposition of the registry.
+    pub fn render_prometheus(&self) -> String {
+        encode_prometheus(&self.registry)
+    }
+
+    /// The registry in the shape of Nomad's `/v1/metrics`.
+    pub fn render_nomad_json(&self) -> Value {
+        encode_nomad_json(&self.registry)
+    }
+
+    /// `GET /metrics` (Prometheus text) and `GET /v1/metrics` (Nomad JSON,
+    /// or Prometheus text with `?format=prometheus`), to merge into a
+    /// component's router.
+    pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        let text = self.registry.clone();
+        let v1 = self.registry.clone();
+        Router::new()
+            .route(
+                "/metrics",
+                get(move || {
+                    let r = text.clone();
+                    async move { prometheus_response(&r) }
+                }),
+            )
+            .route(
+                "/v1/metrics",
+                get(move |Query(q): Query<Vec<(String, String)>>| {
+                    let r = v1.clone();
+                    async move { metrics_response(&r, &q) }
+                }),
+            )
+    }
+}
+
+/// The answer to `GET /v1/metrics` with query pairs `query`: Nomad JSON by
+/// default, Prometheus text for `format=prometheus`, 400 for other formats.
+pub fn metrics_response(registry: &Registry, query: &[(String, String)]) -> Response {
+    match query
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "format")
+        .map(|(_, v)| v.as_str())
+    {
+        None | Some("") | Some("json") => nomad_json_response(registry),
+        Some(f) if f.eq_ignore_ascii_case("prometheus") => prometheus_response(registry),
+        Some(other) => (
+            ::http::StatusCode::BAD_REQUEST,
+            format!("Unknown metrics format {other:?}: expected \"prometheus\" or none"),
+        )
+            .into_response(),
+    }
+}
+
+/// The Prometheus text exposition of `registry` as an HTTP response.
+pub fn prometheus_response(registry: &Registry) -> Response {
+    (
+        [(::http::header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
+        encode_prometheus(registry),
+    )
+        .into_response()
+}
+
+/// Nomad's `/v1/metrics` JSON of `registry` as an HTTP response.
+pub fn nomad_json_response(registry: &Registry) -> Response {
+    axum::Json(encode_nomad_json(registry)).into_response()
 }
 
 /// The Prometheus text exposition (version 0.0.4) of everything in `registry`.
