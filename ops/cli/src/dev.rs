@@ -145,8 +145,7 @@ fn prepare_data_dir(args: &DevArgs) -> anyhow::Result<(PathBuf, bool)> {
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("removing the old {}", dir.display()))?;
             }
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             Ok((dir, true))
         }
         Some(dir) => {
@@ -184,8 +183,8 @@ impl DevFederation {
     pub async fn start(args: &DevArgs) -> anyhow::Result<Self> {
         validate(args)?;
         let (data_dir, remove_data_dir) = prepare_data_dir(args)?;
-        let ca = DevCa::load_or_create(&data_dir.join("tls"))
-            .context("creating the development CA")?;
+        let ca =
+            DevCa::load_or_create(&data_dir.join("tls")).context("creating the development CA")?;
         let key = Keyring::generate_key();
         let mut ports = Ports {
             next: args.http_port,
@@ -397,7 +396,8 @@ impl DevFederation {
             running_clients,
             gateway: Some(gateway),
         };
-        fed.write_files().context("writing dev.json and Prometheus targets")?;
+        fed.write_files()
+            .context("writing dev.json and Prometheus targets")?;
         Ok(fed)
     }
 

@@ -312,7 +312,8 @@ job "tmpl" {
 "#,
     );
     assert_eq!(
-        job.parameterized_job.map(|p| serde_json::to_value(p).unwrap()),
+        job.parameterized_job
+            .map(|p| serde_json::to_value(p).unwrap()),
         Some(json!({"Payload": "required", "MetaRequired": ["customer"], "MetaOptional": []}))
     );
     assert_eq!(
