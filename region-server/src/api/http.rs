@@ -900,7 +900,14 @@ async fn agent_self(State(s): State<ApiState>) -> ApiResult {
 
 async fn agent_members(State(s): State<ApiState>) -> ApiResult {
     let members: Vec<Value> = match &s.gossip {
-        Some(pool) => pool.members().iter().map(gossip_member_json).collect(),
+        // Servers only, as Nomad lists them; gateways share the pool but
+        // are no members of any region.
+        Some(pool) => pool
+            .members()
+            .iter()
+            .filter(|m| m.info.role == ops_kit::gossip::MemberRole::Server)
+            .map(gossip_member_json)
+            .collect(),
         None => {
             let info = s.service.cluster_info();
             let leader_id = info.leader.as_ref().map(|(id, _)| *id);
