@@ -322,7 +322,8 @@ impl<'s> Parser<'s> {
                 },
             };
             declared.insert(name.clone());
-            self.vars.insert(name, value);
+            self.vars.insert(name.clone(), value.clone());
+            self.validate_variable(block, &name, value)?;
         }
         if let Some(unknown) = given.keys().find(|k| !declared.contains(*k)) {
             return Err(HclError {
@@ -335,6 +336,48 @@ impl<'s> Parser<'s> {
         }
         self.ctx
             .declare_var("var", hcl::Value::Object(self.vars.clone()));
+        Ok(())
+    }
+
+    /// Checks a variable's `validation` blocks: each `condition` may refer
+    /// to `var.<name>` (the variable itself) and must hold.
+    fn validate_variable(&self, block: &Block, name: &str, value: hcl::Value) -> Result<()> {
+        let mut ctx = Context::new();
+        let mut own = hcl::Map::new();
+        own.insert(name.to_string(), value);
+        ctx.declare_var("var", hcl::Value::Object(own));
+        for v in block.body.get_blocks("validation") {
+            self.no_labels(v, "validation")?;
+            self.check(
+                &v.body,
+                &["condition", "error_message"],
+                &[],
+                Some("validation"),
+            )?;
+            let Some(cond) = v.body.get_attribute("condition") else {
+                return Err(self.error(v.span(), "a validation block needs a condition"));
+            };
+            let expr: hcl::Expression = cond.value.clone().into();
+            let holds = match expr.evaluate(&ctx) {
+                Ok(hcl::Value::Bool(b)) => b,
+                Ok(_) => {
+                    return Err(self.error(
+                        cond.value.span(),
+                        "a validation condition must be true or false",
+                    ))
+                }
+                Err(e) => return Err(self.error(cond.value.span(), e.to_string())),
+            };
+            if !holds {
+                let message = self
+                    .string(&v.body, "error_message")?
+                    .unwrap_or_else(|| "the value is not valid".to_string());
+                return Err(self.error(
+                    block.span(),
+                    format!("invalid value for variable {name:?}: {message}"),
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -83,6 +83,9 @@ pub struct Indexed {
 impl ApiClient {
     /// A client for `cfg`; reads the TLS files, if any.
     pub fn new(cfg: ClientConfig) -> anyhow::Result<Self> {
+        // reqwest's default TLS setup (https without TLS flags) uses the
+        // process-wide provider: make sure it is ring.
+        ops_kit::tls::install_crypto_provider();
         let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
         if cfg.ca_cert.is_some() || cfg.client_cert.is_some() {
             builder = builder.tls_backend_preconfigured(tls_config(&cfg)?);
@@ -311,4 +314,64 @@ fn tls_config(cfg: &ClientConfig) -> anyhow::Result<rustls::ClientConfig> {
         _ => anyhow::bail!("-client-cert and -client-key go together"),
     };
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_flags_load_pem_files() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca_files = ops_kit::pki::create_ca(dir.path()).expect("ca");
+        let ca = ops_kit::pki::load_ca(&ca_files.cert, &ca_files.key).expect("load");
+        let cert =
+            ops_kit::pki::create_cert(&ca, ops_kit::tls::Role::Client, "eu", &[], dir.path())
+                .expect("cert");
+        let cfg = ClientConfig {
+            address: "https://127.0.0.1:4646".into(),
+            ca_cert: Some(ca_files.cert.clone()),
+            client_cert: Some(cert.cert.clone()),
+            client_key: Some(cert.key.clone()),
+            ..ClientConfig::default()
+        };
+        assert!(tls_config(&cfg).is_ok());
+        assert!(ApiClient::new(cfg.clone()).is_ok());
+        let no_key = ClientConfig {
+            client_key: None,
+            ..cfg.clone()
+        };
+        let e = tls_config(&no_key).expect_err("cert without key");
+        assert!(e.to_string().contains("go together"), "{e}");
+        let no_ca = ClientConfig {
+            ca_cert: None,
+            ..cfg.clone()
+        };
+        assert!(tls_config(&no_ca).is_err());
+        let missing = ClientConfig {
+            ca_cert: Some(dir.path().join("nope.pem")),
+            ..cfg
+        };
+        let e = tls_config(&missing).expect_err("missing file");
+        assert!(format!("{e:#}").contains("nope.pem"), "{e:#}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_servers_say_what_to_do() {
+        let client = ApiClient::new(ClientConfig {
+            address: "http://127.0.0.1:1".into(),
+            ..ClientConfig::default()
+        })
+        .expect("client");
+        let e = client.get("/v1/jobs", &[]).await.expect_err("refused");
+        assert!(matches!(e, ApiError::Unreachable { .. }), "{e}");
+        assert!(e.to_string().contains("set ATOLL_ADDR"), "{e}");
+        let bad = ApiClient::new(ClientConfig {
+            address: "not a url".into(),
+            ..ClientConfig::default()
+        })
+        .expect("client");
+        let e = bad.get("/v1/jobs", &[]).await.expect_err("bad address");
+        assert!(e.to_string().contains("invalid address"), "{e}");
+    }
 }

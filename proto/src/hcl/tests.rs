@@ -521,3 +521,28 @@ fn var_files() {
     let e = parse_var_file("a = 1\nb {\n}\n").expect_err("block");
     assert_eq!(e.line, 2);
 }
+
+#[test]
+fn variable_validation() {
+    let src = r#"
+variable "count" {
+  type    = number
+  default = 2
+  validation {
+    condition     = var.count > 0 && var.count < 10
+    error_message = "count must be between 1 and 9"
+  }
+}
+job "j" {
+  group "g" {
+    count = var.count
+  }
+}
+"#;
+    assert_eq!(parse(src).task_groups[0].count, 2);
+    let ok = parse_job(src, &vars(&[("count", "9")])).expect("valid");
+    assert_eq!(ok.task_groups[0].count, 9);
+    let e = parse_job(src, &vars(&[("count", "12")])).expect_err("invalid");
+    assert_eq!((e.line, e.column), (2, 1), "{e}");
+    assert!(e.message.contains("count must be between 1 and 9"), "{e}");
+}
