@@ -13,6 +13,7 @@ use crate::service::Service;
 use crate::state::{table, Command, Tables};
 
 pub mod broker;
+pub mod drainer;
 pub mod heartbeat;
 pub mod periodic;
 
@@ -103,7 +104,7 @@ pub async fn run(
 /// One term of leadership.
 async fn lead(
     service: Service,
-    cfg: LeaderConfig,
+    mut cfg: LeaderConfig,
     handle: LeaderHandle,
     stop: watch::Receiver<bool>,
 ) {
@@ -118,6 +119,9 @@ async fn lead(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tracing::info!(workers = cfg.workers, "leader duties starting");
+    // The drainer marks allocations of draining nodes for migration at
+    // their groups' pace; the scheduler must not move them all by itself.
+    cfg.scheduler.migrate_on_drain = false;
     let (plan_tx, plan_rx) = mpsc::channel::<PlanSubmission>(256);
     let mut tasks = vec![
         tokio::spawn(feed_broker(service.clone(), broker.clone(), stop.clone())),
@@ -128,6 +132,7 @@ async fn lead(
             stop.clone(),
         )),
         tokio::spawn(periodic::run(service.clone(), stop.clone())),
+        tokio::spawn(drainer::run(service.clone(), stop.clone())),
         tokio::spawn(heartbeat_timers(
             service.clone(),
             handle.heartbeats.clone(),
