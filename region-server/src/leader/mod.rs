@@ -188,14 +188,28 @@ async fn feed_broker(service: Service, broker: SharedBroker, mut stop: watch::Re
             });
         }
         seen = t.table_index(table::EVALS);
-        let capacity_changed = (nodes_seen != 0 && t.table_index(table::NODES) > nodes_seen)
-            || (allocs_seen != 0
-                && t.table_index(table::ALLOCS) > allocs_seen
-                && freed_capacity(&t, allocs_seen));
+        // Computed classes of nodes whose capacity may have grown: nodes
+        // that changed, nodes where allocations ended.
+        let mut classes = std::collections::BTreeSet::new();
+        if nodes_seen != 0 && t.table_index(table::NODES) > nodes_seen {
+            classes.extend(
+                t.nodes
+                    .values()
+                    .filter(|n| n.modify_index > nodes_seen)
+                    .map(|n| n.computed_class.clone()),
+            );
+        }
+        if allocs_seen != 0 && t.table_index(table::ALLOCS) > allocs_seen {
+            classes.extend(
+                freed_nodes(&t, allocs_seen)
+                    .filter_map(|node_id| t.nodes.get(&node_id))
+                    .map(|n| n.computed_class.clone()),
+            );
+        }
         nodes_seen = t.table_index(table::NODES).max(1);
         allocs_seen = t.table_index(table::ALLOCS).max(1);
-        if capacity_changed {
-            broker.with(|b| b.unblock_all());
+        if !classes.is_empty() {
+            broker.with(|b| b.unblock_classes(&classes));
         }
         tokio::select! {
             _ = service.store.wait_for_change(&[table::EVALS, table::NODES, table::ALLOCS, table::OPERATOR_CONFIG], t.index, Duration::from_secs(1)) => {}
@@ -207,13 +221,15 @@ async fn feed_broker(service: Service, broker: SharedBroker, mut stop: watch::Re
     }
 }
 
-/// Whether an allocation changed after `since` is terminal (so it freed
-/// capacity).
-fn freed_capacity(t: &Tables, since: u64) -> bool {
-    t.allocs_changed_after(since).any(|a| {
-        a.desired_status != "run"
-            || matches!(a.client_status.as_str(), "complete" | "failed" | "lost")
-    })
+/// Nodes where an allocation changed after `since` is terminal (so it
+/// freed capacity there).
+fn freed_nodes(t: &Tables, since: u64) -> impl Iterator<Item = String> + '_ {
+    t.allocs_changed_after(since)
+        .filter(|a| {
+            a.desired_status != "run"
+                || matches!(a.client_status.as_str(), "complete" | "failed" | "lost")
+        })
+        .map(|a| a.node_id.clone())
 }
 
 /// Delayed evaluations, nack timeouts, and writing back canceled and failed
