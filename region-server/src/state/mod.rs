@@ -446,6 +446,7 @@ impl Tables {
                     node.scheduling_eligibility = old.scheduling_eligibility.clone();
                     node.drain = old.drain;
                     node.drain_strategy = old.drain_strategy.clone();
+                    node.last_drain = old.last_drain.clone();
                     node.create_index = old.create_index;
                 } else {
                     node.create_index = index;
