@@ -734,3 +734,42 @@ async fn drain_moves_service_allocs_then_enforces_the_deadline_and_completes() -
     r.shutdown().await;
     Ok(())
 }
+
+/// The dispatcher runs on whichever server leads: after the leader stops,
+/// the new one keeps launching from the launches recorded in the state,
+/// with no launch time repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_leader_keeps_launching_without_repeating() -> anyhow::Result<()> {
+    atoll_tests::init_logging();
+    let _serial = atoll_tests::serial().await;
+    let mut r = TestRegion::start(3, "failover").await?;
+    let leader = r.wait_leader(DEFAULT_TIMEOUT).await?;
+    let other = r.others(leader)[0];
+    let base = r.http(other);
+    must_register(
+        &base,
+        periodic(batch_job("every", Some("10ms")), "*/1 * * * * *", false),
+    )
+    .await?;
+    let before = wait_children(&base, "every", 2).await?.len();
+    r.stop(leader).await;
+    r.wait_leader_among(&r.others(leader), DEFAULT_TIMEOUT)
+        .await?;
+    let after = wait_children(&base, "every", before + 2).await?;
+    let mut launches: Vec<i64> = after
+        .iter()
+        .filter_map(|j| {
+            j["ID"]
+                .as_str()?
+                .strip_prefix("every/periodic-")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let n = launches.len();
+    launches.sort();
+    launches.dedup();
+    ensure!(launches.len() == n && n == after.len(), "{after:?}");
+    r.shutdown().await;
+    Ok(())
+}
