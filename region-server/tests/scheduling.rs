@@ -282,15 +282,17 @@ async fn plan_drain_eligibility_stop_and_gc() {
     let node = get(&base, &format!("/v1/node/{n0}")).await;
     assert_eq!(node["SchedulingEligibility"], "ineligible");
     assert_eq!(node["Drain"], true);
-    wait_for(&base, "/v1/job/web/allocations", "all on node 1", |v| {
-        let live: Vec<&Value> = v
-            .as_array()
-            .map(|a| a.iter().filter(|x| x["DesiredStatus"] == "run").collect())
-            .unwrap_or_default();
-        live.len() == 4 && live.iter().all(|a| a["NodeID"] == mock::node_id(1))
+    // The drainer moves one allocation at a time (Migrate.MaxParallel 1);
+    // these nodes have no client, so the replacement never runs and the
+    // drain stays in progress.
+    wait_for(&base, "/v1/job/web/allocations", "one migration", |v| {
+        v.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["DesiredTransition"]["Migrate"] == true && x["DesiredStatus"] == "stop")
+        })
     })
     .await;
-    // Eligibility can't be set while draining; after the drain ends it can.
+    // Eligibility can't be set while draining.
     let (status, _) = send(
         &c,
         reqwest::Method::POST,
@@ -299,6 +301,31 @@ async fn plan_drain_eligibility_stop_and_gc() {
     )
     .await;
     assert_eq!(status, 400);
+    // Forcing the drain (Deadline -1) moves the rest at once.
+    let (status, r) = send(
+        &c,
+        reqwest::Method::POST,
+        format!("{base}/v1/node/{n0}/drain"),
+        Some(json!({"DrainSpec": {"Deadline": -1}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    wait_for(&base, "/v1/job/web/allocations", "all on node 1", |v| {
+        let live: Vec<&Value> = v
+            .as_array()
+            .map(|a| a.iter().filter(|x| x["DesiredStatus"] == "run").collect())
+            .unwrap_or_default();
+        live.len() == 4 && live.iter().all(|a| a["NodeID"] == mock::node_id(1))
+    })
+    .await;
+    // Nothing left: the drain completes, the node stays ineligible.
+    wait_for(&base, &format!("/v1/node/{n0}"), "drain complete", |n| {
+        n["DrainStrategy"].is_null()
+            && n["Drain"] == false
+            && n["LastDrain"]["Status"] == "complete"
+            && n["SchedulingEligibility"] == "ineligible"
+    })
+    .await;
     let (status, _) = send(
         &c,
         reqwest::Method::POST,

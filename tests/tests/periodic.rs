@@ -634,3 +634,142 @@ async fn operator_autopilot_health_and_configurations() -> anyhow::Result<()> {
     r.shutdown().await;
     Ok(())
 }
+
+async fn job_allocs(base: &str, job: &str) -> anyhow::Result<Vec<Value>> {
+    let (code, v) = get_json(&format!("{base}/v1/job/{job}/allocations")).await?;
+    ensure!(code == StatusCode::OK, "allocations of {job}: {code} {v}");
+    Ok(v.as_array().cloned().unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_moves_service_allocs_then_enforces_the_deadline_and_completes() -> anyhow::Result<()>
+{
+    let (r, fleet_a, base) = region_with_node().await?;
+    let node_a = fleet_a.node_ids()[0].clone();
+    let mut svc = batch_job("svc", None);
+    svc["Type"] = json!("service");
+    svc["TaskGroups"][0]["Count"] = json!(2);
+    must_register(&base, svc).await?;
+    must_register(&base, batch_job("bat", None)).await?;
+    poll("three allocations running", DEFAULT_TIMEOUT, || async {
+        let mut n = 0;
+        for job in ["svc", "bat"] {
+            n += job_allocs(&base, job)
+                .await
+                .ok()?
+                .iter()
+                .filter(|a| a["ClientStatus"] == "running")
+                .count();
+        }
+        (n == 3).then_some(())
+    })
+    .await?;
+
+    // A second node to move to.
+    let mut cfg = client_agent::FleetConfig::new(1, vec![r.rpc_addr(0)], REGION);
+    cfg.name_prefix = "other-".into();
+    let fleet_b = SimulatedFleet::start_with(cfg, r.ca.issue(Role::Client, REGION)?).await?;
+    ensure!(fleet_b.wait_registered(DEFAULT_TIMEOUT).await, "node b");
+    let node_b = fleet_b.node_ids()[0].clone();
+
+    put_json(
+        &format!("{base}/v1/node/{node_a}/drain"),
+        &json!({"DrainSpec": {"Deadline": 3_000_000_000i64, "IgnoreSystemJobs": false}}),
+    )
+    .await?
+    .expect(StatusCode::OK)?;
+    let (_, node) = get_json(&format!("{base}/v1/node/{node_a}")).await?;
+    let force_deadline = node["DrainStrategy"]["ForceDeadline"]
+        .as_str()
+        .context("ForceDeadline")?
+        .to_string();
+    let force_ns = proto::model::time::parse_rfc3339(&force_deadline).context("deadline")?;
+
+    let node = poll("the drain completes", DEFAULT_TIMEOUT, || async {
+        let (_, n) = get_json(&format!("{base}/v1/node/{node_a}")).await.ok()?;
+        (n["DrainStrategy"].is_null() && n["LastDrain"]["Status"] == "complete").then_some(n)
+    })
+    .await?;
+    ensure!(node["SchedulingEligibility"] == "ineligible", "{node}");
+
+    // Service allocations moved, one plan at a time (MaxParallel 1).
+    let svc = job_allocs(&base, "svc").await?;
+    let moved: Vec<&Value> = svc
+        .iter()
+        .filter(|a| a["NodeID"] == node_a.as_str())
+        .collect();
+    ensure!(moved.len() == 2, "{svc:?}");
+    for a in &moved {
+        ensure!(a["DesiredStatus"] == "stop", "{a}");
+    }
+    let mut replacements: Vec<u64> = svc
+        .iter()
+        .filter(|a| a["NodeID"] == node_b.as_str() && a["DesiredStatus"] == "run")
+        .map(|a| a["CreateIndex"].as_u64().unwrap_or(0))
+        .collect();
+    replacements.sort();
+    replacements.dedup();
+    ensure!(
+        replacements.len() == 2,
+        "two replacements by two plans: {svc:?}"
+    );
+
+    // The batch allocation stayed until the deadline, then was moved.
+    let bat = job_allocs(&base, "bat").await?;
+    let old = bat
+        .iter()
+        .find(|a| a["NodeID"] == node_a.as_str())
+        .context("batch alloc on a")?;
+    ensure!(old["DesiredStatus"] == "stop", "{old}");
+    let stopped_at = old["ModifyTime"].as_i64().unwrap_or(0);
+    ensure!(
+        stopped_at >= force_ns,
+        "batch allocation stopped at {stopped_at}, before the deadline {force_ns}"
+    );
+    ensure!(
+        bat.iter()
+            .any(|a| a["NodeID"] == node_b.as_str() && a["DesiredStatus"] == "run"),
+        "{bat:?}"
+    );
+    r.shutdown().await;
+    Ok(())
+}
+
+/// The dispatcher runs on whichever server leads: after the leader stops,
+/// the new one keeps launching from the launches recorded in the state,
+/// with no launch time repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_leader_keeps_launching_without_repeating() -> anyhow::Result<()> {
+    atoll_tests::init_logging();
+    let _serial = atoll_tests::serial().await;
+    let mut r = TestRegion::start(3, "failover").await?;
+    let leader = r.wait_leader(DEFAULT_TIMEOUT).await?;
+    let other = r.others(leader)[0];
+    let base = r.http(other);
+    must_register(
+        &base,
+        periodic(batch_job("every", Some("10ms")), "*/1 * * * * *", false),
+    )
+    .await?;
+    let before = wait_children(&base, "every", 2).await?.len();
+    r.stop(leader).await;
+    r.wait_leader_among(&r.others(leader), DEFAULT_TIMEOUT)
+        .await?;
+    let after = wait_children(&base, "every", before + 2).await?;
+    let mut launches: Vec<i64> = after
+        .iter()
+        .filter_map(|j| {
+            j["ID"]
+                .as_str()?
+                .strip_prefix("every/periodic-")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let n = launches.len();
+    launches.sort();
+    launches.dedup();
+    ensure!(launches.len() == n && n == after.len(), "{after:?}");
+    r.shutdown().await;
+    Ok(())
+}

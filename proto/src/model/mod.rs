@@ -57,8 +57,8 @@ pub use job::{
     MultiregionStrategy, TaskGroupSummary,
 };
 pub use node::{
-    DrainStrategy, DriverInfo, Node, NodeCpuResources, NodeDiskResources, NodeEvent, NodeListStub,
-    NodeMemoryResources, NodeReservedCpuResources, NodeReservedNetworkResources,
+    DrainMetadata, DrainStrategy, DriverInfo, Node, NodeCpuResources, NodeDiskResources, NodeEvent,
+    NodeListStub, NodeMemoryResources, NodeReservedCpuResources, NodeReservedNetworkResources,
     NodeReservedResources, NodeResources,
 };
 pub use operator::{

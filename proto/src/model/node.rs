@@ -62,6 +62,8 @@ pub struct Node {
     pub drain: bool,
     /// The drain in progress, if any.
     pub drain_strategy: Option<DrainStrategy>,
+    /// How the node's last drain ended.
+    pub last_drain: Option<DrainMetadata>,
     /// `eligible` or `ineligible`.
     #[serde(deserialize_with = "null_default")]
     pub scheduling_eligibility: String,
@@ -185,6 +187,27 @@ pub struct NodeListStub {
     /// Raft index of the node's last change.
     #[serde(deserialize_with = "null_default")]
     pub modify_index: u64,
+}
+
+/// The record of a node's last drain (Nomad's `DrainMetadata`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DrainMetadata {
+    /// When the drain started (RFC 3339).
+    #[serde(deserialize_with = "null_default")]
+    pub started_at: String,
+    /// When it last changed (RFC 3339).
+    #[serde(deserialize_with = "null_default")]
+    pub updated_at: String,
+    /// `draining`, `complete` or `canceled`.
+    #[serde(deserialize_with = "null_default")]
+    pub status: String,
+    /// Who started it.
+    #[serde(rename = "AccessorID", deserialize_with = "null_default")]
+    pub accessor_id: String,
+    /// Operator metadata.
+    #[serde(deserialize_with = "null_default_map")]
+    pub meta: BTreeMap<String, String>,
 }
 
 /// A drain in progress. Nomad flattens its `DrainSpec` into this object.

@@ -341,6 +341,31 @@ impl Broker {
         n
     }
 
+    /// Capacity changed on nodes of the computed `classes`: release the
+    /// blocked evaluations that could use it (Nomad's blocked-evals rule):
+    /// those that escaped class caching, and those for which one of the
+    /// classes is eligible or was never evaluated. Evaluations that found
+    /// every changed class infeasible stay blocked. Returns how many.
+    pub fn unblock_classes(&mut self, classes: &std::collections::BTreeSet<String>) -> usize {
+        let release: Vec<JobKey> = self
+            .blocked
+            .iter()
+            .filter(|(_, e)| {
+                e.escaped_computed_class
+                    || classes
+                        .iter()
+                        .any(|c| e.class_eligibility.get(c) != Some(&false))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &release {
+            if let Some(e) = self.blocked.remove(key) {
+                self.enqueue_ready(e);
+            }
+        }
+        release.len()
+    }
+
     /// Superseded evaluations the leader should mark canceled.
     pub fn take_cancelable(&mut self) -> Vec<Evaluation> {
         std::mem::take(&mut self.cancelable)
@@ -541,6 +566,46 @@ mod tests {
             b.dequeue(&["service"], 0).map(|(e, _)| e.id),
             Some("b".into())
         );
+    }
+
+    #[test]
+    fn blocked_evaluations_wake_only_for_classes_they_could_use() {
+        let classes = |names: &[&str]| -> std::collections::BTreeSet<String> {
+            names.iter().map(|n| n.to_string()).collect()
+        };
+        let mut b = broker();
+        let mut e = ev("a", "j", 50, "service");
+        e.status = "blocked".into();
+        e.class_eligibility = [("c1".to_string(), false), ("c2".to_string(), true)]
+            .into_iter()
+            .collect();
+        b.enqueue(e.clone(), 0);
+        let mut escaped = ev("b", "k", 50, "service");
+        escaped.status = "blocked".into();
+        escaped.escaped_computed_class = true;
+        escaped.class_eligibility = e.class_eligibility.clone();
+        b.enqueue(escaped, 0);
+        // An infeasible class wakes only the evaluation that escaped.
+        assert_eq!(b.unblock_classes(&classes(&["c1"])), 1);
+        assert_eq!(
+            b.dequeue(&["service"], 0).map(|(e, _)| e.id),
+            Some("b".into())
+        );
+        assert_eq!(b.stats().blocked, 1);
+        // An eligible class wakes it, and so would an unknown one.
+        assert_eq!(b.unblock_classes(&classes(&["c2"])), 1);
+        assert_eq!(
+            b.dequeue(&["service"], 0).map(|(e, _)| e.id),
+            Some("a".into())
+        );
+        b.enqueue(
+            Evaluation {
+                id: "c".into(),
+                ..e.clone()
+            },
+            0,
+        );
+        assert_eq!(b.unblock_classes(&classes(&["c9"])), 1);
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use crate::state::{table, Command, Tables};
 
 pub mod broker;
 pub mod deployments;
+pub mod drainer;
 pub mod heartbeat;
 pub mod periodic;
 
@@ -105,7 +106,7 @@ pub async fn run(
 /// One term of leadership.
 async fn lead(
     service: Service,
-    cfg: LeaderConfig,
+    mut cfg: LeaderConfig,
     handle: LeaderHandle,
     stop: watch::Receiver<bool>,
 ) {
@@ -120,6 +121,9 @@ async fn lead(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tracing::info!(workers = cfg.workers, "leader duties starting");
+    // The drainer marks allocations of draining nodes for migration at
+    // their groups' pace; the scheduler must not move them all by itself.
+    cfg.scheduler.migrate_on_drain = false;
     let (plan_tx, plan_rx) = mpsc::channel::<PlanSubmission>(256);
     let mut tasks = vec![
         tokio::spawn(feed_broker(service.clone(), broker.clone(), stop.clone())),
@@ -140,6 +144,7 @@ async fn lead(
             stop.clone(),
         )),
         tokio::spawn(periodic::run(service.clone(), stop.clone())),
+        tokio::spawn(drainer::run(service.clone(), stop.clone())),
         tokio::spawn(heartbeat_timers(
             service.clone(),
             handle.heartbeats.clone(),
@@ -199,14 +204,28 @@ async fn feed_broker(service: Service, broker: SharedBroker, mut stop: watch::Re
             });
         }
         seen = t.table_index(table::EVALS);
-        let capacity_changed = (nodes_seen != 0 && t.table_index(table::NODES) > nodes_seen)
-            || (allocs_seen != 0
-                && t.table_index(table::ALLOCS) > allocs_seen
-                && freed_capacity(&t, allocs_seen));
+        // Computed classes of nodes whose capacity may have grown: nodes
+        // that changed, nodes where allocations ended.
+        let mut classes = std::collections::BTreeSet::new();
+        if nodes_seen != 0 && t.table_index(table::NODES) > nodes_seen {
+            classes.extend(
+                t.nodes
+                    .values()
+                    .filter(|n| n.modify_index > nodes_seen)
+                    .map(|n| n.computed_class.clone()),
+            );
+        }
+        if allocs_seen != 0 && t.table_index(table::ALLOCS) > allocs_seen {
+            classes.extend(
+                freed_nodes(&t, allocs_seen)
+                    .filter_map(|node_id| t.nodes.get(&node_id))
+                    .map(|n| n.computed_class.clone()),
+            );
+        }
         nodes_seen = t.table_index(table::NODES).max(1);
         allocs_seen = t.table_index(table::ALLOCS).max(1);
-        if capacity_changed {
-            broker.with(|b| b.unblock_all());
+        if !classes.is_empty() {
+            broker.with(|b| b.unblock_classes(&classes));
         }
         tokio::select! {
             _ = service.store.wait_for_change(&[table::EVALS, table::NODES, table::ALLOCS, table::OPERATOR_CONFIG], t.index, Duration::from_secs(1)) => {}
@@ -218,13 +237,15 @@ async fn feed_broker(service: Service, broker: SharedBroker, mut stop: watch::Re
     }
 }
 
-/// Whether an allocation changed after `since` is terminal (so it freed
-/// capacity).
-fn freed_capacity(t: &Tables, since: u64) -> bool {
-    t.allocs_changed_after(since).any(|a| {
-        a.desired_status != "run"
-            || matches!(a.client_status.as_str(), "complete" | "failed" | "lost")
-    })
+/// Nodes where an allocation changed after `since` is terminal (so it
+/// freed capacity there).
+fn freed_nodes(t: &Tables, since: u64) -> impl Iterator<Item = String> + '_ {
+    t.allocs_changed_after(since)
+        .filter(|a| {
+            a.desired_status != "run"
+                || matches!(a.client_status.as_str(), "complete" | "failed" | "lost")
+        })
+        .map(|a| a.node_id.clone())
 }
 
 /// Delayed evaluations, nack timeouts, and writing back canceled and failed

@@ -289,6 +289,15 @@ pub enum Command {
         /// Only write if the current ModifyIndex equals this (`?cas=`).
         cas_index: Option<u64>,
     },
+    /// The leader's drainer found nothing left to move off a draining
+    /// node: the drain ends (`LastDrain` complete), the node stays
+    /// ineligible.
+    NodeDrainComplete {
+        /// Node id.
+        node_id: String,
+        /// Time, ns since the epoch.
+        now: i64,
+    },
 }
 
 /// The result of applying a command.
@@ -497,6 +506,7 @@ impl Tables {
                     node.scheduling_eligibility = old.scheduling_eligibility.clone();
                     node.drain = old.drain;
                     node.drain_strategy = old.drain_strategy.clone();
+                    node.last_drain = old.last_drain.clone();
                     node.create_index = old.create_index;
                 } else {
                     node.create_index = index;
@@ -715,6 +725,21 @@ impl Tables {
                 self.scheduler_config = Some(Arc::new(config));
                 self.touch(table::OPERATOR_CONFIG, index);
                 CommandResponse::Ok
+            }
+            Command::NodeDrainComplete { node_id, now } => {
+                self.update_node(index, &node_id, Vec::new(), |node| {
+                    let Some(strategy) = node.drain_strategy.take() else {
+                        return Err(format!("node {} is not draining", node.id));
+                    };
+                    node.drain = false;
+                    node.last_drain = Some(proto::model::DrainMetadata {
+                        started_at: strategy.started_at.unwrap_or_default(),
+                        updated_at: proto::model::time::format_rfc3339(now),
+                        status: "complete".to_string(),
+                        ..Default::default()
+                    });
+                    Ok(())
+                })
             }
             Command::AutopilotSetConfig { config, cas_index } => {
                 let old = self
