@@ -14,7 +14,10 @@
 //!    succeeds.
 //!
 //! Along the way the deployment endpoints answer with Nomad's shapes and
-//! status codes.
+//! status codes. A second scenario uses `HealthCheck = "manual"`: an
+//! operator pauses and resumes a deployment, marks allocations healthy
+//! over `/v1/deployment/allocation-health`, and marking one unhealthy
+//! fails the next deployment and rolls the job back.
 
 use std::time::Duration;
 
@@ -372,6 +375,238 @@ async fn rolling_update_canary_promotion_and_auto_revert() -> anyhow::Result<()>
     let dir = tempfile::Builder::new().prefix("atoll-deploy-").tempdir()?;
     let r = TestRegion::start(1, REGION).await?;
     let result = scenario(&r, dir.path()).await;
+    r.shutdown().await;
+    result
+}
+
+/// Version `v` of job `manual`: two `mock_driver` tasks whose health only
+/// an operator decides (`HealthCheck = "manual"`), one at a time.
+fn manual_job(v: u32) -> Value {
+    json!({
+        "ID": "manual",
+        "Datacenters": ["dc1"],
+        "Update": {
+            "MaxParallel": 1,
+            "HealthCheck": "manual",
+            "MinHealthyTime": 100 * MILLI,
+            "HealthyDeadline": 10 * SECOND,
+            "ProgressDeadline": 60 * SECOND,
+            "AutoRevert": true,
+            "Stagger": SECOND
+        },
+        "TaskGroups": [{
+            "Name": "web",
+            "Count": 2,
+            "Tasks": [{
+                "Name": "app",
+                "Driver": "mock_driver",
+                "KillTimeout": SECOND,
+                "Env": {"VERSION": v.to_string()},
+                "Resources": {"CPU": 100, "MemoryMB": 32}
+            }]
+        }]
+    })
+}
+
+/// Marks every live allocation of deployment `id` without health healthy,
+/// until the deployment is `successful`.
+async fn mark_healthy_until_successful(base: &str, id: &str) -> anyhow::Result<Value> {
+    let url = format!("{base}/v1/deployment/allocation-health/{id}");
+    poll(&format!("deployment {id} successful"), WAIT, || async {
+        let d = json_ok(&format!("{base}/v1/deployment/{id}")).await.ok()?;
+        if d["Status"] == "successful" {
+            return Some(d);
+        }
+        let allocs = json_ok(&format!("{base}/v1/deployment/allocations/{id}"))
+            .await
+            .ok()?;
+        let undecided: Vec<Value> = allocs
+            .as_array()?
+            .iter()
+            .filter(|a| a["DesiredStatus"] == "run" && a["ClientStatus"] == "running")
+            .filter(|a| a["DeploymentStatus"]["Healthy"].is_null())
+            .map(|a| a["ID"].clone())
+            .collect();
+        if !undecided.is_empty() {
+            let _ = put_json(&url, &json!({"HealthyAllocationIDs": undecided})).await;
+        }
+        None
+    })
+    .await
+}
+
+async fn manual_scenario(r: &TestRegion, dir: &std::path::Path) -> anyhow::Result<()> {
+    let base = r.http(0);
+    r.wait_leader(DEFAULT_TIMEOUT).await?;
+    let agent = ClientAgent::start(ClientConfig::dev(
+        "c1",
+        REGION,
+        dir.join("c1"),
+        vec![r.rpc_addr(0)],
+        r.ca.issue(Role::Client, REGION)?,
+    ))
+    .await
+    .context("starting the client agent")?;
+    ensure!(
+        agent.wait_registered(Duration::from_secs(20)).await,
+        "client registered"
+    );
+    let deployments = |version: u64| {
+        let base = base.clone();
+        async move {
+            poll(
+                &format!("deployment of version {version}"),
+                WAIT,
+                || async {
+                    let all = json_ok(&format!("{base}/v1/job/manual/deployments"))
+                        .await
+                        .ok()?;
+                    all.as_array()?
+                        .iter()
+                        .find(|d| d["JobVersion"] == version)
+                        .cloned()
+                },
+            )
+            .await
+        }
+    };
+
+    register(&base, manual_job(0))
+        .await?
+        .expect(StatusCode::OK)?;
+    let d0 = deployments(0).await?;
+    let d0_id = d0["ID"].as_str().context("ID")?.to_string();
+
+    // Pause and resume.
+    let paused = put_json(
+        &format!("{base}/v1/deployment/pause/{d0_id}"),
+        &json!({"DeploymentID": d0_id, "Pause": true}),
+    )
+    .await?
+    .expect(StatusCode::OK)?
+    .json();
+    ensure!(
+        paused["DeploymentModifyIndex"].as_u64() > Some(0),
+        "{paused}"
+    );
+    let d = json_ok(&format!("{base}/v1/deployment/{d0_id}")).await?;
+    ensure!(
+        d["Status"] == "paused" && d["StatusDescription"] == "Deployment is paused",
+        "{d}"
+    );
+    let resumed = put_json(
+        &format!("{base}/v1/deployment/pause/{d0_id}"),
+        &json!({"Pause": false}),
+    )
+    .await?
+    .expect(StatusCode::OK)?
+    .json();
+    ensure!(
+        resumed["EvalID"].as_str().is_some_and(|e| !e.is_empty()),
+        "{resumed}"
+    );
+    let d = json_ok(&format!("{base}/v1/deployment/{d0_id}")).await?;
+    ensure!(d["Status"] == "running", "{d}");
+
+    // Bad requests.
+    let empty = put_json(
+        &format!("{base}/v1/deployment/allocation-health/{d0_id}"),
+        &json!({}),
+    )
+    .await?;
+    ensure!(empty.status == StatusCode::BAD_REQUEST, "{empty:?}");
+    let mismatched = put_json(
+        &format!("{base}/v1/deployment/pause/{d0_id}"),
+        &json!({"DeploymentID": "another", "Pause": true}),
+    )
+    .await?;
+    ensure!(
+        mismatched.status == StatusCode::BAD_REQUEST,
+        "{mismatched:?}"
+    );
+    let no_canaries = put_json(
+        &format!("{base}/v1/deployment/promote/{d0_id}"),
+        &json!({"All": true}),
+    )
+    .await?;
+    ensure!(
+        no_canaries.status == StatusCode::BAD_REQUEST,
+        "{no_canaries:?}"
+    );
+
+    // Manual health: the operator makes version 0 healthy.
+    mark_healthy_until_successful(&base, &d0_id).await?;
+    let j = json_ok(&format!("{base}/v1/job/manual")).await?;
+    ensure!(j["Stable"] == true, "{j}");
+
+    // Version 1: its first allocation marked unhealthy fails the
+    // deployment, which rolls back to version 0 as version 2.
+    register(&base, manual_job(1))
+        .await?
+        .expect(StatusCode::OK)?;
+    let d1 = deployments(1).await?;
+    let d1_id = d1["ID"].as_str().context("ID")?.to_string();
+    let new_alloc = poll("the first allocation of version 1", WAIT, || async {
+        let allocs = json_ok(&format!("{base}/v1/deployment/allocations/{d1_id}"))
+            .await
+            .ok()?;
+        allocs
+            .as_array()?
+            .iter()
+            .find(|a| a["ClientStatus"] == "running")
+            .and_then(|a| a["ID"].as_str().map(str::to_string))
+    })
+    .await?;
+    let failed = put_json(
+        &format!("{base}/v1/deployment/allocation-health/{d1_id}"),
+        &json!({"DeploymentID": d1_id, "UnhealthyAllocationIDs": [new_alloc]}),
+    )
+    .await?
+    .expect(StatusCode::OK)?
+    .json();
+    ensure!(failed["RevertedJobVersion"] == 0, "{failed}");
+    let d1 = json_ok(&format!("{base}/v1/deployment/{d1_id}")).await?;
+    ensure!(d1["Status"] == "failed", "{d1}");
+    ensure!(
+        d1["StatusDescription"]
+            == "Failed due to unhealthy allocations - rolling back to job version 0",
+        "{d1}"
+    );
+    ensure!(d1["TaskGroups"]["web"]["UnhealthyAllocs"] == 1, "{d1}");
+    let j = json_ok(&format!("{base}/v1/job/manual")).await?;
+    ensure!(
+        j["Version"] == 2 && j["TaskGroups"][0]["Tasks"][0]["Env"]["VERSION"] == "0",
+        "{j}"
+    );
+    let d2 = deployments(2).await?;
+    let d2_id = d2["ID"].as_str().context("ID")?.to_string();
+    mark_healthy_until_successful(&base, &d2_id).await?;
+    let allocs = json_ok(&format!("{base}/v1/job/manual/allocations")).await?;
+    let running: Vec<&Value> = allocs
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|a| a["DesiredStatus"] == "run" && a["ClientStatus"] == "running")
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        running.len() == 2 && running.iter().all(|a| a["JobVersion"] == 2),
+        "{running:?}"
+    );
+    agent.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_pause_resume_and_manual_health_with_auto_revert() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    atoll_tests::init_logging();
+    let dir = tempfile::Builder::new()
+        .prefix("atoll-deploy-manual-")
+        .tempdir()?;
+    let r = TestRegion::start(1, REGION).await?;
+    let result = manual_scenario(&r, dir.path()).await;
     r.shutdown().await;
     result
 }

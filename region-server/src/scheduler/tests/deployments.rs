@@ -414,6 +414,15 @@ fn progress_deadline_fails_a_stalled_deployment() {
         decide(&h.state, &d, by, u64::MAX).action,
         Action::Fail(FAILED_PROGRESS_DEADLINE)
     );
+    // A paused deployment is left alone, deadline or not.
+    let paused = Deployment {
+        status: DEPLOYMENT_STATUS_PAUSED.into(),
+        ..d
+    };
+    assert_eq!(
+        decide(&h.state, &paused, by + MINUTE, 0).action,
+        Action::None
+    );
 }
 
 #[test]
