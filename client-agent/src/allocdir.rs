@@ -33,6 +33,31 @@ pub struct TaskDirs {
     pub tmp: PathBuf,
 }
 
+/// Write a dispatched job's payload (base64, as the job carries it) to
+/// `file` under the task's `local/` directory (Nomad's dispatch payload
+/// hook). `file` must stay inside `local/`.
+pub fn write_dispatch_payload(dirs: &TaskDirs, file: &str, payload_b64: &str) -> io::Result<()> {
+    use base64::Engine as _;
+    let rel = Path::new(file);
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("dispatch payload file {file:?} must be a relative path inside local/"),
+        ));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(payload_b64.as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let path = dirs.local.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, bytes)
+}
+
 /// The directory of one allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocDir {
@@ -170,5 +195,20 @@ mod tests {
         assert_eq!(a.resolve("web/local/etc/passwd"), Err(PathError::Escapes));
         a.destroy().unwrap();
         assert!(!a.root.exists());
+    }
+
+    #[test]
+    fn dispatch_payload_lands_in_local() {
+        let base = tempfile::tempdir().unwrap();
+        let a = AllocDir::new(base.path(), "a2");
+        let dirs = a.build_task("t", None).unwrap();
+        write_dispatch_payload(&dirs, "in/put.txt", "aGVsbG8=").unwrap();
+        assert_eq!(
+            std::fs::read(dirs.local.join("in/put.txt")).unwrap(),
+            b"hello"
+        );
+        assert!(write_dispatch_payload(&dirs, "../escape", "aGVsbG8=").is_err());
+        assert!(write_dispatch_payload(&dirs, "/etc/x", "aGVsbG8=").is_err());
+        assert!(write_dispatch_payload(&dirs, "bad", "%%%").is_err());
     }
 }

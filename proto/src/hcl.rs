@@ -32,7 +32,7 @@ use hcl::edit::template::{Element, Template};
 use hcl::edit::visit::{visit_expr, Visit};
 use hcl::edit::Span;
 use hcl::eval::{Context, Evaluate};
-use serde_json::{json, Map, Value as Json};
+use serde_json::{Map, Value as Json};
 
 use crate::model::{
     Affinity, Constraint, EphemeralDisk, Job, LogConfig, MigrateStrategy, Multiregion,
@@ -998,7 +998,7 @@ impl<'s> Parser<'s> {
         Ok(Multiregion { strategy, regions })
     }
 
-    fn periodic(&self, block: &Block) -> Result<Json> {
+    fn periodic(&self, block: &Block) -> Result<crate::model::PeriodicConfig> {
         let b = &block.body;
         self.check(
             b,
@@ -1014,17 +1014,24 @@ impl<'s> Parser<'s> {
                 "a periodic block needs `crons = [\"...\"]` (or `cron = \"...\"`)",
             ));
         }
-        Ok(json!({
-            "Enabled": self.bool(b, "enabled")?.unwrap_or(true),
-            "Spec": cron.clone().or_else(|| crons.first().cloned()).unwrap_or_default(),
-            "Specs": crons,
-            "SpecType": "cron",
-            "ProhibitOverlap": self.bool(b, "prohibit_overlap")?.unwrap_or(false),
-            "TimeZone": self.string(b, "time_zone")?.unwrap_or_else(|| "UTC".to_string()),
-        }))
+        if crons.len() > 1 || (cron.is_some() && !crons.is_empty()) {
+            return Err(self.error(
+                b.get_attribute("crons").and_then(|a| a.value.span()),
+                "only one cron spec per periodic block is supported",
+            ));
+        }
+        Ok(crate::model::PeriodicConfig {
+            enabled: self.bool(b, "enabled")?.unwrap_or(true),
+            spec: cron.or_else(|| crons.first().cloned()).unwrap_or_default(),
+            spec_type: "cron".to_string(),
+            prohibit_overlap: self.bool(b, "prohibit_overlap")?.unwrap_or(false),
+            time_zone: self
+                .string(b, "time_zone")?
+                .unwrap_or_else(|| "UTC".to_string()),
+        })
     }
 
-    fn parameterized(&self, block: &Block) -> Result<Json> {
+    fn parameterized(&self, block: &Block) -> Result<crate::model::ParameterizedJobConfig> {
         let b = &block.body;
         self.check(
             b,
@@ -1041,11 +1048,11 @@ impl<'s> Parser<'s> {
                 "payload must be \"optional\", \"required\" or \"forbidden\"",
             ));
         }
-        Ok(json!({
-            "Payload": payload,
-            "MetaRequired": self.strings(b, "meta_required")?.unwrap_or_default(),
-            "MetaOptional": self.strings(b, "meta_optional")?.unwrap_or_default(),
-        }))
+        Ok(crate::model::ParameterizedJobConfig {
+            payload,
+            meta_required: self.strings(b, "meta_required")?.unwrap_or_default(),
+            meta_optional: self.strings(b, "meta_optional")?.unwrap_or_default(),
+        })
     }
 
     fn group(&self, block: &Block) -> Result<TaskGroup> {
@@ -1265,9 +1272,9 @@ impl<'s> Parser<'s> {
         }
         if let Some(d) = self.single(b, "dispatch_payload")? {
             self.check(&d.body, &["file"], &[], Some("dispatch_payload"))?;
-            t.dispatch_payload = Some(json!({
-                "File": self.string(&d.body, "file")?.unwrap_or_default(),
-            }));
+            t.dispatch_payload = Some(crate::model::DispatchPayloadConfig {
+                file: self.string(&d.body, "file")?.unwrap_or_default(),
+            });
         }
         Ok(t)
     }

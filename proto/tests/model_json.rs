@@ -693,8 +693,13 @@ fn job_stub_matches_the_list_shape() {
     );
 
     let periodic = Job {
-        periodic: Some(json!({"Enabled": true, "Spec": "*/15 * * * *"})),
-        parameterized_job: Some(json!({"Payload": "optional"})),
+        periodic: Some(
+            serde_json::from_value(json!({"Enabled": true, "Spec": "*/15 * * * *"}))
+                .expect("periodic"),
+        ),
+        parameterized_job: Some(
+            serde_json::from_value(json!({"Payload": "optional"})).expect("parameterized"),
+        ),
         ..job
     };
     let stub = periodic.stub(None);

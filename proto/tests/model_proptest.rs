@@ -8,7 +8,7 @@ use proptest::collection::{btree_map, vec};
 use proptest::option;
 use proptest::prelude::*;
 use proto::model::*;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// Small identifiers, sometimes empty.
 fn name() -> impl Strategy<Value = String> {
@@ -344,7 +344,11 @@ fn job() -> impl Strategy<Value = Job> {
         ),
         option::of(update_strategy()),
         option::of(multiregion()),
-        option::of(Just(json!({"Enabled": true, "Spec": "@daily"}))),
+        option::of(Just(proto::model::PeriodicConfig {
+            enabled: true,
+            spec: "@daily".into(),
+            ..Default::default()
+        })),
         string_map(),
         (any::<bool>(), 0u64..5, 0i64..i64::MAX, 0u64..100),
     )

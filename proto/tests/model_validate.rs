@@ -362,7 +362,10 @@ fn job_type_rules() {
     );
 
     let mut periodic = canonical_job("report");
-    periodic.periodic = Some(serde_json::json!({"Enabled": true, "Spec": "@daily"}));
+    periodic.periodic = Some(
+        serde_json::from_value(serde_json::json!({"Enabled": true, "Spec": "@daily"}))
+            .expect("periodic"),
+    );
     assert_problems(
         &periodic,
         &["Periodic: only allowed for batch and sysbatch jobs"],
@@ -371,6 +374,39 @@ fn job_type_rules() {
     periodic.task_groups[0].update = None;
     periodic.task_groups[0].migrate = None;
     assert_eq!(periodic.validate(), Ok(()));
+
+    let mut bad = periodic.clone();
+    if let Some(p) = bad.periodic.as_mut() {
+        p.spec = "61 * * * *".into();
+        p.time_zone = "Nowhere/Atlantis".into();
+    }
+    let errors = bad.validate().expect_err("bad spec");
+    let paths: Vec<&str> = errors.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["Periodic.TimeZone"]);
+    if let Some(p) = bad.periodic.as_mut() {
+        p.time_zone = "Europe/Paris".into();
+    }
+    let errors = bad.validate().expect_err("bad spec");
+    let paths: Vec<&str> = errors.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["Periodic.Spec"]);
+
+    let mut parameterized = periodic.clone();
+    parameterized.periodic = None;
+    parameterized.parameterized_job = Some(
+        serde_json::from_value(serde_json::json!({
+            "Payload": "sometimes", "MetaRequired": ["a"], "MetaOptional": ["a", "b"]
+        }))
+        .expect("parameterized"),
+    );
+    let errors = parameterized.validate().expect_err("bad parameterized");
+    let paths: Vec<&str> = errors.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "ParameterizedJob.Payload",
+            "ParameterizedJob.MetaOptional[0]"
+        ]
+    );
 }
 
 #[test]

@@ -65,6 +65,15 @@ pub struct ClusterInfo {
     pub learners: BTreeMap<NodeId, ServerNode>,
     /// Last applied index.
     pub applied: u64,
+    /// Index of its last log entry.
+    #[serde(default)]
+    pub last_log_index: u64,
+    /// Its current Raft term.
+    #[serde(default)]
+    pub term: u64,
+    /// Milliseconds since it last heard from the leader (0 on the leader).
+    #[serde(default)]
+    pub last_contact_ms: u64,
 }
 
 /// One server's handle on the region.
@@ -345,6 +354,9 @@ impl Service {
             voters,
             learners,
             applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            term: m.current_term,
+            last_contact_ms: self.last_contact_ms(),
         }
     }
 

@@ -141,6 +141,39 @@ struct Health {
     since: Option<Instant>,
 }
 
+impl Health {
+    /// Health watching for the allocation's deployment: on when it belongs
+    /// to one, its health is undecided and checks are not manual.
+    fn watch(group: Option<&proto::model::TaskGroup>, v: &AllocView) -> Self {
+        let update = group.and_then(|g| g.update.clone());
+        let enabled = !v.alloc.deployment_id.is_empty()
+            && v.deployment_status
+                .as_ref()
+                .and_then(|d| d.healthy)
+                .is_none()
+            && update
+                .as_ref()
+                .map(|u| u.health_check != HEALTH_CHECK_MANUAL)
+                .unwrap_or(true);
+        let min = update
+            .as_ref()
+            .map(|u| u.min_healthy_time)
+            .filter(|t| *t > 0)
+            .unwrap_or(10 * proto::model::SECOND);
+        let deadline = update
+            .as_ref()
+            .map(|u| u.healthy_deadline)
+            .filter(|t| *t > 0)
+            .unwrap_or(5 * proto::model::MINUTE);
+        Health {
+            enabled,
+            min_healthy: ns(min),
+            deadline: Instant::now() + ns(deadline),
+            since: None,
+        }
+    }
+}
+
 const FAR: Duration = Duration::from_secs(86_400 * 365);
 
 /// Starts an allocation (or resumes a restored one).
@@ -256,32 +289,7 @@ pub(crate) fn spawn_alloc(
     drop(out);
     let health = {
         let v = lock(&shared.view);
-        let update = group.as_ref().and_then(|g| g.update.clone());
-        let enabled = !v.alloc.deployment_id.is_empty()
-            && v.deployment_status
-                .as_ref()
-                .and_then(|d| d.healthy)
-                .is_none()
-            && update
-                .as_ref()
-                .map(|u| u.health_check != HEALTH_CHECK_MANUAL)
-                .unwrap_or(true);
-        let min = update
-            .as_ref()
-            .map(|u| u.min_healthy_time)
-            .filter(|t| *t > 0)
-            .unwrap_or(10 * proto::model::SECOND);
-        let deadline = update
-            .as_ref()
-            .map(|u| u.healthy_deadline)
-            .filter(|t| *t > 0)
-            .unwrap_or(5 * proto::model::MINUTE);
-        Health {
-            enabled,
-            min_healthy: ns(min),
-            deadline: Instant::now() + ns(deadline),
-            since: None,
-        }
+        Health::watch(group.as_ref(), &v)
     };
     let handle = AllocHandle {
         tx,
@@ -518,6 +526,10 @@ impl AllocRunner {
                     let v = lock(&self.shared.view);
                     v.job.version != job.version || v.job.job_modify_index != job.job_modify_index
                 };
+                let joined_deployment = {
+                    let v = lock(&self.shared.view);
+                    a.deployment_id != v.alloc.deployment_id
+                };
                 {
                     let mut v = lock(&self.shared.view);
                     if a.deployment_id != v.alloc.deployment_id {
@@ -529,6 +541,19 @@ impl AllocRunner {
                     }
                     v.alloc = *a;
                     v.job = job.clone();
+                }
+                if joined_deployment {
+                    // An in-place update into a new deployment: its health
+                    // there is watched afresh (Nomad's health hook does so).
+                    let v = lock(&self.shared.view);
+                    self.health = Health::watch(job.task_group(&v.alloc.task_group), &v);
+                    drop(v);
+                    let states = lock(&self.shared.view).tasks.clone();
+                    for (name, slot) in self.slots.iter_mut() {
+                        if let Some(t) = states.get(name) {
+                            slot.initial_restarts = t.restarts;
+                        }
+                    }
                 }
                 if job_changed {
                     // An in-place update: same allocation, non-destructive

@@ -199,6 +199,16 @@ impl TaskRunner {
             let dirs = ad
                 .build_task(&self.name, owner)
                 .map_err(|e| format!("failed to build task directory: {e}"))?;
+            if let Some(file) = self
+                .task
+                .dispatch_payload
+                .as_ref()
+                .map(|d| d.file.as_str())
+                .filter(|f| !f.is_empty())
+            {
+                crate::allocdir::write_dispatch_payload(&dirs, file, &self.job.payload)
+                    .map_err(|e| format!("failed to write dispatch payload: {e}"))?;
+            }
             self.dirs = Some(dirs);
             self.start_logs();
         }

@@ -1,4 +1,4 @@
-//! The operator CLI `atoll` and `atoll dev` (built with the operating issue).
+//! The operator CLI `atoll` and `atoll dev`.
 //!
 //! The binary (`src/main.rs`) only parses flags; each subcommand lives in a
 //! module of this library:
@@ -6,6 +6,8 @@
 //!   `node`, `eval`, `server`, `operator`, `region`, `status`, `tls`), one
 //!   module per noun, with [`client`] (the HTTP client: address, region,
 //!   token, TLS) and [`format`] (tables, times, job diffs);
+//! - [`dev`]: `atoll dev`, a whole federation in one process (the
+//!   composition root: servers, gateway and clients are libraries);
 //! - [`bench`]: `atoll bench ...`, measurements of Atoll against references
 //!   (`atoll bench raft`: replicated durable writes against etcd;
 //!   `atoll bench gossip`: the gossip pool against HashiCorp Serf;
@@ -17,4 +19,5 @@ pub mod bench_clients;
 pub mod bench_gossip;
 pub mod client;
 pub mod cmd;
+pub mod dev;
 pub mod format;

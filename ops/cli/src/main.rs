@@ -18,6 +18,9 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Api(atoll::cmd::ApiCommand),
+    /// Start a local federation on loopback (default: regions eu and us,
+    /// 3 servers each, a gateway, one client per region).
+    Dev(atoll::dev::DevArgs),
     /// Benchmarks of Atoll, side by side with reference systems.
     #[command(subcommand)]
     Bench(atoll::bench::BenchCommand),
@@ -25,7 +28,6 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    ops_kit::telemetry::init_tracing("warn");
     ops_kit::tls::install_crypto_provider();
     let mut cmd = Cli::command();
     let long = atoll::cmd::long_flags(&cmd);
@@ -38,8 +40,18 @@ async fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    match &cli.command {
+        Command::Dev(a) => {
+            if let Err(e) = ops_kit::telemetry::init_logging(&a.log_level, a.log_json) {
+                eprintln!("Error: --log-level: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        _ => ops_kit::telemetry::init_tracing("warn"),
+    }
     let result = match cli.command {
         Command::Api(c) => atoll::cmd::run(c, &cli.global).await,
+        Command::Dev(a) => atoll::dev::run(a).await.map(|()| 0),
         Command::Bench(c) => atoll::bench::run(c).await.map(|()| 0),
     };
     match result {

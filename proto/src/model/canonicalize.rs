@@ -62,6 +62,19 @@ impl Job {
             self.datacenters = vec![ALL_DATACENTERS.to_owned()];
         }
         fill_str(&mut self.node_pool, DEFAULT_NODE_POOL);
+        if let Some(periodic) = &mut self.periodic {
+            fill_str(&mut periodic.spec_type, super::periodic::PERIODIC_SPEC_CRON);
+            fill_str(
+                &mut periodic.time_zone,
+                super::periodic::PERIODIC_DEFAULT_TIME_ZONE,
+            );
+        }
+        if let Some(parameterized) = &mut self.parameterized_job {
+            fill_str(
+                &mut parameterized.payload,
+                super::periodic::DISPATCH_PAYLOAD_OPTIONAL,
+            );
+        }
 
         match &mut self.update {
             Some(update) => canonicalize_update(update),

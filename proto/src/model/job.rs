@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::de::{null_default, null_default_map, null_default_vec};
 use super::group::{TaskGroup, UpdateStrategy};
+use super::periodic::{ParameterizedJobConfig, PeriodicConfig};
 use super::placement::{Affinity, Constraint, Spread};
 
 /// A job: the user's declaration of work, as `GET /v1/job/:id` returns it.
@@ -56,12 +56,14 @@ pub struct Job {
     pub update: Option<UpdateStrategy>,
     /// Deployment across several regions.
     pub multiregion: Option<Multiregion>,
-    /// Periodic launch configuration (kept verbatim).
-    pub periodic: Option<Value>,
-    /// Dispatch configuration of a parameterized job (kept verbatim).
-    pub parameterized_job: Option<Value>,
-    /// Dispatch payload of a dispatched child job (base64, kept verbatim).
-    pub payload: Option<Value>,
+    /// Periodic launch configuration.
+    pub periodic: Option<PeriodicConfig>,
+    /// Dispatch configuration of a parameterized job.
+    pub parameterized_job: Option<ParameterizedJobConfig>,
+    /// Dispatch payload of a dispatched child job, base64 as Nomad encodes
+    /// its bytes.
+    #[serde(deserialize_with = "null_default")]
+    pub payload: String,
     /// Free-form metadata.
     #[serde(deserialize_with = "null_default_map")]
     pub meta: BTreeMap<String, String>,
@@ -74,6 +76,9 @@ pub struct Job {
     /// The job was dispatched from a parameterized job.
     #[serde(deserialize_with = "null_default")]
     pub dispatched: bool,
+    /// Idempotency token of the dispatch that created this child.
+    #[serde(deserialize_with = "null_default")]
+    pub dispatch_idempotency_token: String,
     /// `pending`, `running` or `dead` (server-managed).
     #[serde(deserialize_with = "null_default")]
     pub status: String,
@@ -111,16 +116,27 @@ impl Job {
         self.task_groups.iter_mut().find(|group| group.name == name)
     }
 
-    /// Whether the job launches children on a schedule.
+    /// Whether the job has a periodic configuration (Nomad's
+    /// `IsPeriodic`: enabled or not).
     pub fn is_periodic(&self) -> bool {
-        self.periodic.as_ref().is_some_and(|value| !value.is_null())
+        self.periodic.is_some()
+    }
+
+    /// Whether the leader launches children of this job on its schedule:
+    /// periodic and enabled, not stopped, not a parameterized template.
+    pub fn is_periodic_active(&self) -> bool {
+        self.periodic.as_ref().is_some_and(|p| p.enabled) && !self.stop && !self.is_parameterized()
     }
 
     /// Whether the job is a template for dispatched children.
     pub fn is_parameterized(&self) -> bool {
-        self.parameterized_job
-            .as_ref()
-            .is_some_and(|value| !value.is_null())
+        self.parameterized_job.is_some() && !self.dispatched
+    }
+
+    /// Whether the job is a template that never runs itself: a periodic or
+    /// parameterized parent. The scheduler places nothing for it.
+    pub fn is_template(&self) -> bool {
+        self.is_periodic() || self.is_parameterized()
     }
 
     /// Whether the job is multiregion.

@@ -29,6 +29,8 @@ mod eval;
 mod group;
 mod job;
 mod node;
+mod operator;
+mod periodic;
 mod placement;
 mod task;
 pub mod time;
@@ -58,6 +60,17 @@ pub use node::{
     DrainStrategy, DriverInfo, Node, NodeCpuResources, NodeDiskResources, NodeEvent, NodeListStub,
     NodeMemoryResources, NodeReservedCpuResources, NodeReservedNetworkResources,
     NodeReservedResources, NodeResources,
+};
+pub use operator::{
+    AutopilotConfiguration, OperatorHealthReply, PreemptionConfig, SchedulerConfiguration,
+    ServerHealth, SCHEDULER_ALGORITHM_BINPACK, SCHEDULER_ALGORITHM_SPREAD,
+};
+pub use periodic::{
+    periodic_child_id, periodic_launch_of, CronSchedule, DispatchPayloadConfig, JobDispatchRequest,
+    JobDispatchResponse, ParameterizedJobConfig, PeriodicConfig, PeriodicForceResponse,
+    PeriodicLaunch, ScheduleError, DISPATCH_LAUNCH_SUFFIX, DISPATCH_PAYLOAD_FORBIDDEN,
+    DISPATCH_PAYLOAD_OPTIONAL, DISPATCH_PAYLOAD_REQUIRED, DISPATCH_PAYLOAD_SIZE_LIMIT,
+    PERIODIC_DEFAULT_TIME_ZONE, PERIODIC_LAUNCH_SUFFIX, PERIODIC_SPEC_CRON,
 };
 pub use placement::{Affinity, Constraint, Spread, SpreadTarget};
 pub use task::{LogConfig, NetworkResource, Port, Resources, Task, TaskLifecycle};

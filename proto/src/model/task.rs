@@ -66,8 +66,8 @@ pub struct Task {
     pub volume_mounts: Vec<Value>,
     /// Vault integration (kept verbatim).
     pub vault: Option<Value>,
-    /// Where a dispatched job's payload is written (kept verbatim).
-    pub dispatch_payload: Option<Value>,
+    /// Where a dispatched job's payload is written.
+    pub dispatch_payload: Option<super::periodic::DispatchPayloadConfig>,
     /// When the group's leader task dies, the other tasks are killed.
     #[serde(deserialize_with = "null_default")]
     pub leader: bool,

@@ -21,6 +21,10 @@ use super::constants::{
 use super::duration::format_duration;
 use super::group::{MigrateStrategy, ReschedulePolicy, RestartPolicy, TaskGroup, UpdateStrategy};
 use super::job::{Job, Multiregion};
+use super::periodic::{
+    ParameterizedJobConfig, DISPATCH_PAYLOAD_FORBIDDEN, DISPATCH_PAYLOAD_OPTIONAL,
+    DISPATCH_PAYLOAD_REQUIRED,
+};
 use super::placement::{Affinity, Constraint, Spread};
 use super::task::{NetworkResource, Port, Resources, Task};
 
@@ -233,20 +237,22 @@ fn validate_job(job: &Job, errors: &mut ValidationErrors) {
             errors.push(index("", "Datacenters", i), "must not be empty");
         }
     }
-    let periodic_enabled = job
-        .periodic
-        .as_ref()
-        .and_then(|periodic| periodic.get("Enabled"))
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
-    if periodic_enabled && !is_batch_like(&job.r#type) {
-        errors.push("Periodic", "only allowed for batch and sysbatch jobs");
+    if let Some(periodic) = job.periodic.as_ref().filter(|p| p.enabled) {
+        if !is_batch_like(&job.r#type) {
+            errors.push("Periodic", "only allowed for batch and sysbatch jobs");
+        }
+        if let Err(e) = periodic.schedule() {
+            errors.push(join("Periodic", e.field), e.message);
+        }
     }
-    if job.is_parameterized() && !is_batch_like(&job.r#type) {
-        errors.push(
-            "ParameterizedJob",
-            "only allowed for batch and sysbatch jobs",
-        );
+    if let Some(parameterized) = job.parameterized_job.as_ref().filter(|_| !job.dispatched) {
+        if !is_batch_like(&job.r#type) {
+            errors.push(
+                "ParameterizedJob",
+                "only allowed for batch and sysbatch jobs",
+            );
+        }
+        validate_parameterized(job, parameterized, errors);
     }
 
     validate_constraints(&job.constraints, "", Level::Job, errors);
@@ -270,6 +276,46 @@ fn validate_job(job: &Job, errors: &mut ValidationErrors) {
             );
         }
         validate_group(&job.r#type, group, &path, errors);
+    }
+}
+
+fn validate_parameterized(job: &Job, p: &ParameterizedJobConfig, errors: &mut ValidationErrors) {
+    if ![
+        DISPATCH_PAYLOAD_OPTIONAL,
+        DISPATCH_PAYLOAD_REQUIRED,
+        DISPATCH_PAYLOAD_FORBIDDEN,
+    ]
+    .contains(&p.payload.as_str())
+    {
+        errors.push(
+            "ParameterizedJob.Payload",
+            format!(
+                "unknown payload requirement {:?} (optional, required or forbidden)",
+                p.payload
+            ),
+        );
+    }
+    let required: BTreeSet<&str> = p.meta_required.iter().map(String::as_str).collect();
+    for (i, key) in p.meta_optional.iter().enumerate() {
+        if required.contains(key.as_str()) {
+            errors.push(
+                index("ParameterizedJob", "MetaOptional", i),
+                format!("{key:?} is also required"),
+            );
+        }
+    }
+    if p.payload == DISPATCH_PAYLOAD_FORBIDDEN {
+        for (g, group) in job.task_groups.iter().enumerate() {
+            for (t, task) in group.tasks.iter().enumerate() {
+                if task.dispatch_payload.is_some() {
+                    let path = index(&index("", "TaskGroups", g), "Tasks", t);
+                    errors.push(
+                        join(&path, "DispatchPayload"),
+                        "not allowed when the job forbids a payload",
+                    );
+                }
+            }
+        }
     }
 }
 

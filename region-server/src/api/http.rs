@@ -43,6 +43,11 @@ impl ApiState {
         &self.service
     }
 
+    /// The gossip pool, if this server joined one.
+    pub fn gossip(&self) -> Option<&ops_kit::gossip::GossipPool> {
+        self.gossip.as_ref()
+    }
+
     /// State for the router.
     pub fn new(
         service: Service,
@@ -59,8 +64,8 @@ impl ApiState {
     }
 }
 
-type Q = Query<Vec<(String, String)>>;
-type ApiResult = Result<Response, ApiError>;
+pub(super) type Q = Query<Vec<(String, String)>>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 /// The `/v1` router.
 pub fn router(state: ApiState, federation: super::forward::Federation) -> Router {
@@ -91,6 +96,14 @@ pub fn router(state: ApiState, federation: super::forward::Federation) -> Router
             put(evaluate_job).post(evaluate_job),
         )
         .route("/v1/job/{id}/deployments", get(job_deployments))
+        .route(
+            "/v1/job/{id}/periodic/force",
+            put(super::jobs_children::periodic_force).post(super::jobs_children::periodic_force),
+        )
+        .route(
+            "/v1/job/{id}/dispatch",
+            put(super::jobs_children::dispatch).post(super::jobs_children::dispatch),
+        )
         .route("/v1/job/{id}/deployment", get(job_latest_deployment))
         .route("/v1/validate/job", put(validate_job).post(validate_job))
         .route("/v1/node/{id}/drain", put(drain_node).post(drain_node))
@@ -113,6 +126,7 @@ pub fn router(state: ApiState, federation: super::forward::Federation) -> Router
             get(deployment_allocations),
         )
         .route("/v1/system/gc", put(system_gc))
+        .merge(super::deployments::routes())
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/node/{id}", get(get_node))
         .route("/v1/node/{id}/allocations", get(node_allocations))
@@ -139,6 +153,22 @@ pub fn router(state: ApiState, federation: super::forward::Federation) -> Router
         .route(
             "/v1/operator/keyring/{op}",
             put(keyring_change).post(keyring_change),
+        )
+        .route(
+            "/v1/operator/autopilot/health",
+            get(super::operator::autopilot_health),
+        )
+        .route(
+            "/v1/operator/autopilot/configuration",
+            get(super::operator::get_autopilot_config)
+                .put(super::operator::set_autopilot_config)
+                .post(super::operator::set_autopilot_config),
+        )
+        .route(
+            "/v1/operator/scheduler/configuration",
+            get(super::operator::get_scheduler_config)
+                .put(super::operator::set_scheduler_config)
+                .post(super::operator::set_scheduler_config),
         )
         .route("/v1/operator/raft/configuration", get(raft_configuration))
         .route(
@@ -183,7 +213,7 @@ async fn not_found(method: Method, uri: http::Uri) -> ApiError {
 use crate::leader::now_ns;
 
 /// Parse a JSON body, naming the offending field on error.
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("Request body is empty"));
     }
@@ -202,7 +232,7 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 }
 
 impl ApiState {
-    fn query(&self, Query(pairs): Q) -> Result<QueryOptions, ApiError> {
+    pub(super) fn query(&self, Query(pairs): Q) -> Result<QueryOptions, ApiError> {
         let q = QueryOptions::parse(pairs)?;
         if let Some(r) = &q.region {
             if *r != self.service.region {
@@ -217,7 +247,11 @@ impl ApiState {
 
     /// The state to answer a read from: linearizable unless stale, after
     /// blocking for a change past `?index` when asked.
-    async fn read(&self, q: &QueryOptions, tables: &[&str]) -> Result<Arc<Tables>, ApiError> {
+    pub(super) async fn read(
+        &self,
+        q: &QueryOptions,
+        tables: &[&str],
+    ) -> Result<Arc<Tables>, ApiError> {
         let t = self.service.read(q.stale).await?;
         if q.index == 0 || t.max_index(tables) > q.index {
             return Ok(t);
@@ -247,7 +281,7 @@ impl ApiState {
         h
     }
 
-    fn json<T: Serialize>(&self, index: u64, body: &T) -> ApiResult {
+    pub(super) fn json<T: Serialize>(&self, index: u64, body: &T) -> ApiResult {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| ApiError::internal(format!("encode response: {e}")))?;
         let mut h = self.headers(index);
@@ -384,10 +418,12 @@ async fn register(
     }
     prepare_job(s, q, &mut job)?;
     let now = now_ns();
-    let eval = new_eval(&job, "job-register", now);
+    // Periodic and parameterized jobs are templates: only their children
+    // are evaluated (Nomad creates no evaluation for them).
+    let eval = (!job.is_template()).then(|| new_eval(&job, "job-register", now));
     let cmd = Command::JobRegister {
         job: Box::new(job),
-        eval: Some(Box::new(eval)),
+        eval: eval.map(Box::new),
         now,
         enforce_index: req.enforce_index.then_some(req.job_modify_index),
     };
@@ -419,20 +455,7 @@ async fn register(
     }
 }
 
-fn new_eval(job: &Job, triggered_by: &str, now: i64) -> Evaluation {
-    Evaluation {
-        id: uuid::Uuid::new_v4().to_string(),
-        namespace: job.namespace.clone(),
-        priority: job.priority,
-        r#type: job.r#type.clone(),
-        triggered_by: triggered_by.to_string(),
-        job_id: job.id.clone(),
-        status: proto::model::constants::EVAL_STATUS_PENDING.to_string(),
-        create_time: now,
-        modify_time: now,
-        ..Default::default()
-    }
-}
+pub(super) use crate::leader::periodic::new_eval;
 
 async fn get_job(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
     let q = s.query(query)?;
@@ -569,7 +592,7 @@ async fn list_nodes(State(s): State<ApiState>, query: Q) -> ApiResult {
 }
 
 /// One object by id, or 404 naming what was not found.
-fn by_id<'a, T>(
+pub(super) fn by_id<'a, T>(
     map: &'a imbl::OrdMap<String, Arc<T>>,
     id: &str,
     what: &str,
@@ -1069,6 +1092,12 @@ async fn plan_job(
     let result = crate::scheduler::process(&ctx, &eval)
         .map_err(|e| ApiError::internal(format!("plan: {e}")))?;
     let diff = req.diff.then(|| json!({ "Type": diff_type, "ID": job.id }));
+    let next_launch = job
+        .periodic
+        .as_ref()
+        .filter(|_| job.is_periodic_active())
+        .and_then(|p| p.schedule().ok())
+        .and_then(|sched| sched.next_after(now).map(|t| sched.format(t)));
     s.json(
         t.table_index(table::JOBS),
         &json!({
@@ -1078,7 +1107,7 @@ async fn plan_job(
             "CreatedEvals": Value::Null,
             "Diff": diff,
             "Index": t.table_index(table::JOBS),
-            "NextPeriodicLaunch": Value::Null,
+            "NextPeriodicLaunch": next_launch,
             "Warnings": "",
             "Version": registered.version,
         }),
@@ -1118,6 +1147,12 @@ async fn evaluate_job(State(s): State<ApiState>, Path(id): Path<String>, query: 
     let job = t
         .job(&q.namespace, &id)
         .ok_or_else(|| ApiError::not_found("job not found"))?;
+    if job.is_periodic() {
+        return Err(ApiError::bad_request("can't evaluate periodic job"));
+    }
+    if job.is_parameterized() {
+        return Err(ApiError::bad_request("can't evaluate parameterized job"));
+    }
     let eval = new_eval(&job, "job-eval", now_ns());
     let eval_id = eval.id.clone();
     create_evals(

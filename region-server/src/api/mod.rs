@@ -8,8 +8,11 @@ use axum::response::{IntoResponse, Response};
 use crate::service::ServiceError;
 
 pub mod client_proxy;
+mod deployments;
 pub mod forward;
 pub mod http;
+pub mod jobs_children;
+pub mod operator;
 pub mod parse;
 pub mod query;
 

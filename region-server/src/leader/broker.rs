@@ -114,6 +114,9 @@ pub struct Broker {
     token_seq: u64,
     /// Every evaluation currently held anywhere in the broker.
     tracked: HashSet<String>,
+    /// An operator paused the broker (`PauseEvalBroker`): nothing is
+    /// handed out; evaluations keep queueing.
+    paused: bool,
 }
 
 /// Errors of ack and nack.
@@ -157,7 +160,13 @@ impl Broker {
             cancelable: Vec::new(),
             token_seq: 0,
             tracked: HashSet::new(),
+            paused: false,
         }
+    }
+
+    /// Pause or resume handing out evaluations.
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
     }
 
     /// Add an evaluation (pending, delayed by `WaitUntil`, or blocked).
@@ -239,6 +248,9 @@ impl Broker {
 
     /// Take the highest-priority ready evaluation of one of `types`.
     pub fn dequeue(&mut self, types: &[&str], now: i64) -> Option<(Evaluation, String)> {
+        if self.paused {
+            return None;
+        }
         let best_type = types
             .iter()
             .filter_map(|t| {

@@ -1,7 +1,7 @@
 //! What only the leader runs: the evaluation broker fed from the state,
-//! scheduler workers, and the plan applier. Started when this server gains
-//! leadership (after its first linearizable read, so it sees every committed
-//! evaluation), stopped when it loses it.
+//! scheduler workers, the plan applier, and the deployment watcher. Started
+//! when this server gains leadership (after its first linearizable read, so
+//! it sees every committed evaluation), stopped when it loses it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,7 +14,9 @@ use crate::service::Service;
 use crate::state::{table, Command, Tables};
 
 pub mod broker;
+pub mod deployments;
 pub mod heartbeat;
+pub mod periodic;
 
 use broker::{BrokerConfig, SharedBroker};
 use heartbeat::{HeartbeatConfig, Heartbeats};
@@ -133,6 +135,11 @@ async fn lead(
             handle.metrics.clone(),
             stop.clone(),
         )),
+        tokio::spawn(deployments::watch_deployments(
+            service.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(periodic::run(service.clone(), stop.clone())),
         tokio::spawn(heartbeat_timers(
             service.clone(),
             handle.heartbeats.clone(),
@@ -172,6 +179,13 @@ async fn feed_broker(service: Service, broker: SharedBroker, mut stop: watch::Re
     loop {
         let t = service.store.snapshot();
         let now = now_ns();
+        // An operator paused the broker: evaluations queue but are not
+        // handed out (set before enqueueing what this snapshot adds).
+        let paused = t
+            .scheduler_config
+            .as_ref()
+            .is_some_and(|c| c.pause_eval_broker);
+        broker.with(|b| b.set_paused(paused));
         let fresh: Vec<Evaluation> = t
             .evals_changed_after(seen)
             .filter(|e| e.status == "pending" || e.status == "blocked")
@@ -195,7 +209,7 @@ async fn feed_broker(service: Service, broker: SharedBroker, mut stop: watch::Re
             broker.with(|b| b.unblock_all());
         }
         tokio::select! {
-            _ = service.store.wait_for_change(&[table::EVALS, table::NODES, table::ALLOCS], t.index, Duration::from_secs(1)) => {}
+            _ = service.store.wait_for_change(&[table::EVALS, table::NODES, table::ALLOCS, table::OPERATOR_CONFIG], t.index, Duration::from_secs(1)) => {}
             _ = stop.changed() => return,
         }
         if stopped(&stop) {

@@ -92,7 +92,11 @@ pub fn process(ctx: &SchedulerContext, eval: &Evaluation, batch: bool) -> Schedu
     for mut alloc in recon.inplace {
         alloc.eval_id = eval.id.clone();
         alloc.modify_time = now;
-        if let Some(id) = &deployment_id {
+        // Joining another deployment: its health there is yet to be seen.
+        if let Some(id) = deployment_id
+            .as_ref()
+            .filter(|id| **id != alloc.deployment_id)
+        {
             alloc.deployment_id = id.clone();
             alloc.deployment_status = None;
         }
@@ -101,7 +105,7 @@ pub fn process(ctx: &SchedulerContext, eval: &Evaluation, batch: bool) -> Schedu
 
     let mut failures = Failures::default();
     let mut queued: BTreeMap<String, i64> = BTreeMap::new();
-    if let Some(job) = job.as_deref().filter(|j| !j.stop) {
+    if let Some(job) = job.as_deref().filter(|j| !j.stop && !j.is_template()) {
         for group in &job.task_groups {
             queued.insert(group.name.clone(), 0);
         }
@@ -211,6 +215,12 @@ fn place_one(
         deployment_id,
         now,
     );
+    if request.canary && deployment_id.is_some() {
+        alloc.deployment_status = Some(proto::model::AllocDeploymentStatus {
+            canary: true,
+            ..Default::default()
+        });
+    }
     if let Some(prev) = &previous {
         alloc.previous_allocation = prev.id.clone();
         if request.reschedule {
@@ -218,7 +228,9 @@ fn place_one(
             alloc.reschedule_tracker = Some(next_tracker(prev, policy, now));
             es.stop(stopped_copy(prev, ALLOC_RESCHEDULED, None, now));
         }
-        // The replaced allocation points at its replacement.
+        // The replaced allocation points at its replacement; one stopped
+        // by an earlier plan is updated (its stop is already committed, so
+        // this frees nothing twice).
         if let Some(stopped) = es
             .plan
             .node_update
@@ -226,6 +238,10 @@ fn place_one(
             .and_then(|list| list.iter_mut().find(|a| a.id == prev.id))
         {
             stopped.next_allocation = alloc.id.clone();
+        } else if prev.terminal() {
+            let mut linked = (**prev).clone();
+            linked.next_allocation = alloc.id.clone();
+            es.stop(linked);
         }
     }
     es.place(alloc);

@@ -186,8 +186,25 @@ impl Harness {
     }
 
     fn apply(&mut self, command: Command) {
+        self.apply_command(command);
+    }
+
+    /// Applies any command at the next index (e.g. a deployment's promotion
+    /// or pause), returning its response.
+    pub fn apply_command(&mut self, command: Command) -> crate::state::CommandResponse {
         let index = self.state.index + 1;
-        self.state.apply(index, command);
+        self.state.apply(index, command)
+    }
+
+    /// Plays the client: sets the deployment health of allocations.
+    pub fn set_health(&mut self, ids: &[String], healthy: bool) {
+        let now = self.now;
+        self.update_allocs(ids, |alloc| {
+            alloc.client_status = ALLOC_CLIENT_RUNNING.to_string();
+            let status = alloc.deployment_status.get_or_insert_with(Default::default);
+            status.healthy = Some(healthy);
+            status.timestamp = Some(super::format_rfc3339_nanos(now));
+        });
     }
 
     /// Creates or replaces nodes.
@@ -254,7 +271,8 @@ impl Harness {
         self.update_allocs(&[id.to_string()], change);
     }
 
-    /// Creates or replaces a deployment.
+    /// Creates a deployment (an existing one only takes the status, as
+    /// from a plan).
     pub fn upsert_deployment(&mut self, deployment: Deployment) {
         self.apply(Command::PlanResults {
             allocs: Vec::new(),

@@ -59,7 +59,8 @@ pub use proto::model::time::{
 };
 pub use reconcile::{
     ALLOC_LOST, ALLOC_MIGRATING, ALLOC_NODE_INFEASIBLE, ALLOC_NODE_TAINTED, ALLOC_NOT_NEEDED,
-    ALLOC_RESCHEDULED, ALLOC_UPDATING,
+    ALLOC_RESCHEDULED, ALLOC_UPDATING, DEPLOYMENT_DESC_AUTO_PROMOTION,
+    DEPLOYMENT_DESC_NEEDS_PROMOTION,
 };
 pub use reschedule::{next_delay, next_reschedule_time};
 pub use update::tasks_updated;
@@ -134,7 +135,7 @@ pub struct DesiredUpdates {
     pub in_place_update: u64,
     /// Allocations replaced by a new version.
     pub destructive_update: u64,
-    /// Canaries placed (always 0: canaries are not implemented).
+    /// Canaries placed.
     pub canary: u64,
     /// Allocations preempted (always 0: preemption is not implemented).
     pub preemptions: u64,
@@ -198,6 +199,30 @@ pub fn process(
     if eval.job_id.is_empty() {
         return Err(SchedulerError::MissingJob(eval.id.clone()));
     }
+    // The operator's scheduler configuration, when set, decides the
+    // algorithm (Nomad: SchedulerConfiguration.SchedulerAlgorithm).
+    let operator_config;
+    let operator_ctx;
+    let ctx = match ctx.state.scheduler_config.as_deref() {
+        Some(sc) => {
+            operator_config = SchedulerConfig {
+                algorithm: if sc.scheduler_algorithm == proto::model::SCHEDULER_ALGORITHM_SPREAD {
+                    SchedulerAlgorithm::Spread
+                } else {
+                    SchedulerAlgorithm::Binpack
+                },
+                ..ctx.config.clone()
+            };
+            operator_ctx = SchedulerContext {
+                state: ctx.state,
+                now: ctx.now,
+                config: &operator_config,
+                rng_seed: ctx.rng_seed,
+            };
+            &operator_ctx
+        }
+        None => ctx,
+    };
     let eval_type = eval.r#type.as_str();
     if !matches!(
         eval_type,

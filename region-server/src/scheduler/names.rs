@@ -73,4 +73,46 @@ impl NameIndex {
         }
         out
     }
+
+    /// `n` names for canaries (Nomad's `NextCanaries`): first the names of
+    /// allocations being replaced (so promotion stops their namesakes),
+    /// then free indexes below the count, then any index no existing canary
+    /// uses. `canaries` are the names existing canaries hold.
+    pub fn next_canaries(
+        &mut self,
+        n: usize,
+        canaries: &BTreeSet<String>,
+        destructive: &BTreeSet<u64>,
+    ) -> Vec<String> {
+        let mut out: Vec<String> = Vec::with_capacity(n);
+        let mut taken = canaries.clone();
+        for i in destructive.iter().filter(|i| **i < self.count) {
+            if out.len() == n {
+                return out;
+            }
+            let name = alloc_name(&self.job_id, &self.group, *i);
+            if taken.insert(name.clone()) {
+                out.push(name);
+            }
+        }
+        for i in 0..self.count {
+            if out.len() == n {
+                return out;
+            }
+            let name = alloc_name(&self.job_id, &self.group, i);
+            if !self.used.contains(&i) && taken.insert(name.clone()) {
+                self.used.insert(i);
+                out.push(name);
+            }
+        }
+        let mut i = 0;
+        while out.len() < n {
+            let name = alloc_name(&self.job_id, &self.group, i);
+            if taken.insert(name.clone()) {
+                out.push(name);
+            }
+            i += 1;
+        }
+        out
+    }
 }

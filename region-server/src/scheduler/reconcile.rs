@@ -1,7 +1,11 @@
 //! The reconciler of service and batch jobs: compares the groups' desired
 //! allocations with the existing ones and decides what to place, stop,
 //! update in place, replace, migrate and reschedule (Nomad's
-//! `allocReconciler`, simplified: no canaries, no disconnect handling).
+//! `allocReconciler`, simplified: no disconnect handling), with Nomad's
+//! deployments: canaries placed first and kept beside the old allocations
+//! until promotion, destructive updates limited to `MaxParallel` minus the
+//! deployment's allocations not yet healthy, nothing more while a
+//! deployment is paused, failed or has an unhealthy allocation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -10,8 +14,9 @@ use proto::model::{
     Allocation, Deployment, DeploymentState, Evaluation, Job, Node, TaskGroup,
     ALLOC_CLIENT_COMPLETE, ALLOC_CLIENT_FAILED, ALLOC_CLIENT_LOST, ALLOC_DESIRED_EVICT,
     ALLOC_DESIRED_STOP, DEPLOYMENT_STATUS_CANCELLED, DEPLOYMENT_STATUS_FAILED,
-    DEPLOYMENT_STATUS_PAUSED, DEPLOYMENT_STATUS_RUNNING, DEPLOYMENT_STATUS_SUCCESSFUL,
-    EVAL_STATUS_PENDING, EVAL_TRIGGER_RETRY_FAILED_ALLOC, NODE_STATUS_DISCONNECTED,
+    DEPLOYMENT_STATUS_PAUSED, DEPLOYMENT_STATUS_PENDING, DEPLOYMENT_STATUS_RUNNING,
+    DEPLOYMENT_STATUS_SUCCESSFUL, EVAL_STATUS_PENDING, EVAL_TRIGGER_RETRY_FAILED_ALLOC,
+    NODE_STATUS_DISCONNECTED,
 };
 
 use super::feasible::{node_draining, node_lost};
@@ -43,6 +48,12 @@ pub const RESCHEDULING_FOLLOWUP_DESC: &str = "created for delayed rescheduling";
 pub const BATCHED_FAILED_ALLOC_WINDOW: i64 = 5 * proto::model::SECOND;
 /// A failed allocation due this soon is rescheduled now.
 pub const RESCHEDULE_WINDOW: i64 = proto::model::SECOND;
+/// Description of a deployment waiting for its canaries to be promoted.
+pub const DEPLOYMENT_DESC_NEEDS_PROMOTION: &str =
+    "Deployment is running but requires manual promotion";
+/// Description of a deployment whose canaries are promoted automatically.
+pub const DEPLOYMENT_DESC_AUTO_PROMOTION: &str =
+    "Deployment is running pending automatic promotion";
 
 /// How an existing allocation relates to a new job version.
 #[derive(Debug, Clone)]
@@ -73,6 +84,8 @@ pub struct PlaceRequest {
     /// It replaces an allocation of an older version, which must be stopped
     /// first (and kept if the placement fails).
     pub destructive: bool,
+    /// It is a canary of the deployment.
+    pub canary: bool,
 }
 
 impl PlaceRequest {
@@ -85,6 +98,7 @@ impl PlaceRequest {
             lost: false,
             migrate: false,
             destructive: false,
+            canary: false,
         }
     }
 }
@@ -204,11 +218,11 @@ fn should_filter(alloc: &Allocation, batch: bool) -> (bool, bool) {
     (false, false)
 }
 
-fn is_healthy(alloc: &Allocation) -> bool {
+fn health(alloc: &Allocation) -> Option<bool> {
     alloc
         .deployment_status
         .as_ref()
-        .is_some_and(|status| status.healthy == Some(true))
+        .and_then(|status| status.healthy)
 }
 
 impl<F> Reconciler<'_, F>
@@ -230,27 +244,33 @@ where
         }
 
         let job = match self.job {
-            Some(job) if !job.stop => job,
+            Some(job) if !job.stop && !job.is_template() => job,
             _ => {
                 self.handle_stop(&by_group, &mut out);
                 return out;
             }
         };
 
-        // Deployment bookkeeping (service jobs only).
+        // Deployment bookkeeping (service jobs only): the latest deployment
+        // is current while it deploys this job version and has not
+        // succeeded; otherwise it is old (and cancelled if still active).
         let mut current_deployment: Option<Deployment> = None;
+        let mut old_deployment: Option<Arc<Deployment>> = None;
         if !self.batch {
             if let Some(latest) = &self.deployment {
                 let same_version = latest.job_version == job.version
                     && latest.job_create_index == job.create_index;
-                if same_version {
+                if same_version && latest.status != DEPLOYMENT_STATUS_SUCCESSFUL {
                     current_deployment = Some((**latest).clone());
-                } else if latest.active() {
-                    out.deployment_updates.push(DeploymentStatusUpdate {
-                        deployment_id: latest.id.clone(),
-                        status: DEPLOYMENT_STATUS_CANCELLED.to_string(),
-                        status_description: "Cancelled due to newer version of job".to_string(),
-                    });
+                } else {
+                    if !same_version && latest.active() {
+                        out.deployment_updates.push(DeploymentStatusUpdate {
+                            deployment_id: latest.id.clone(),
+                            status: DEPLOYMENT_STATUS_CANCELLED.to_string(),
+                            status_description: "Cancelled due to newer version of job".to_string(),
+                        });
+                    }
+                    old_deployment = Some(latest.clone());
                 }
             }
         }
@@ -279,6 +299,7 @@ where
                 group,
                 allocs,
                 current_deployment.as_ref(),
+                old_deployment.as_deref(),
                 &mut new_deployment,
                 &mut out,
             );
@@ -297,7 +318,24 @@ where
                 out.deployment_id = Some(deployment.id.clone());
             }
         }
-        if let Some(deployment) = new_deployment {
+        if let Some(mut deployment) = new_deployment {
+            let needs_promotion = deployment
+                .task_groups
+                .values()
+                .any(|s| s.desired_canaries > 0 && !s.promoted);
+            if needs_promotion {
+                let auto = deployment
+                    .task_groups
+                    .values()
+                    .filter(|s| s.desired_canaries > 0)
+                    .all(|s| s.auto_promote);
+                deployment.status_description = if auto {
+                    DEPLOYMENT_DESC_AUTO_PROMOTION
+                } else {
+                    DEPLOYMENT_DESC_NEEDS_PROMOTION
+                }
+                .to_string();
+            }
             out.deployment_id = Some(deployment.id.clone());
             out.deployment = Some(deployment);
         }
@@ -336,13 +374,14 @@ where
         }
     }
 
-    #[allow(clippy::too_many_lines)]
+    #[allow(clippy::too_many_lines, clippy::too_many_arguments)]
     fn compute_group(
         &mut self,
         job: &Job,
         group: &TaskGroup,
         mut all: Vec<Arc<Allocation>>,
         deployment: Option<&Deployment>,
+        old_deployment: Option<&Deployment>,
         new_deployment: &mut Option<Deployment>,
         out: &mut Reconciliation,
     ) -> bool {
@@ -358,6 +397,94 @@ where
                 !(older && alloc.terminal())
             });
         }
+
+        let update = group
+            .update
+            .as_ref()
+            .filter(|u| u.max_parallel > 0 && !self.batch);
+        let group_state = deployment.and_then(|d| d.task_groups.get(&group.name));
+        let promoted = group_state.is_some_and(|s| s.promoted);
+        let paused = deployment.is_some_and(|d| {
+            d.status == DEPLOYMENT_STATUS_PAUSED || d.status == DEPLOYMENT_STATUS_PENDING
+        });
+        let failed = deployment.is_some_and(|d| d.status == DEPLOYMENT_STATUS_FAILED);
+        let mut desired_canaries = group_state.map(|s| s.desired_canaries).unwrap_or(0);
+
+        // Canaries: unpromoted ones of an older or a failed deployment are
+        // stopped; the current deployment's live canaries are kept apart
+        // (those on lost or draining nodes are stopped, and replaced as
+        // canaries; failed ones are replaced as canaries too).
+        let mut cancel: BTreeSet<&str> = BTreeSet::new();
+        for d in old_deployment
+            .into_iter()
+            .chain(deployment.filter(|d| d.status == DEPLOYMENT_STATUS_FAILED))
+        {
+            if let Some(state) = d.task_groups.get(&group.name).filter(|s| !s.promoted) {
+                cancel.extend(state.placed_canaries.iter().map(String::as_str));
+            }
+        }
+        let canary_ids: BTreeSet<&str> = group_state
+            .map(|s| s.placed_canaries.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let mut canaries: Vec<Arc<Allocation>> = Vec::new();
+        let mut kept = Vec::with_capacity(all.len());
+        for alloc in all {
+            if cancel.contains(alloc.id.as_str()) {
+                if !alloc.terminal() {
+                    desired.stop += 1;
+                    out.stop.push(StopRequest {
+                        alloc,
+                        description: ALLOC_NOT_NEEDED,
+                        client_status: None,
+                    });
+                }
+                continue;
+            }
+            if canary_ids.contains(alloc.id.as_str()) && !cancel.contains(alloc.id.as_str()) {
+                if alloc.terminal() && !promoted {
+                    continue;
+                }
+                if !alloc.terminal() {
+                    let lost = match self.tainted.get(&alloc.node_id) {
+                        Some(None) => true,
+                        Some(Some(node)) => node_lost(node),
+                        None => false,
+                    };
+                    let draining = alloc.desired_transition.migrate == Some(true)
+                        || self.tainted.get(&alloc.node_id).is_some_and(|node| {
+                            node.as_ref().is_some_and(|n| {
+                                self.migrate_on_drain && node_draining(n) && !node_lost(n)
+                            })
+                        });
+                    if lost || draining {
+                        out.stop.push(StopRequest {
+                            alloc,
+                            description: if lost { ALLOC_LOST } else { ALLOC_MIGRATING },
+                            client_status: lost.then_some(ALLOC_CLIENT_LOST),
+                        });
+                        continue;
+                    }
+                    if alloc.client_status != ALLOC_CLIENT_FAILED || promoted {
+                        canaries.push(alloc.clone());
+                    } else {
+                        continue;
+                    }
+                }
+            }
+            kept.push(alloc);
+        }
+        let all = kept;
+
+        // Lost allocations already stopped by an earlier evaluation whose
+        // replacement was not placed then (the plan applier rejected it, or
+        // no node had room): a placement under the same name replaces them.
+        let mut unreplaced_lost: BTreeMap<String, Arc<Allocation>> = all
+            .iter()
+            .filter(|a| {
+                a.terminal() && a.client_status == ALLOC_CLIENT_LOST && a.next_allocation.is_empty()
+            })
+            .map(|a| (a.name.clone(), a.clone()))
+            .collect();
 
         // Split by the state of their nodes.
         let mut untainted = Vec::new();
@@ -393,7 +520,7 @@ where
 
         // Failed allocations: reschedule now, later, or leave them be.
         let (mut untainted, reschedule_now, reschedule_later) =
-            self.filter_by_reschedulable(group, untainted);
+            self.filter_by_reschedulable(group, untainted, deployment);
         self.create_reschedule_later_evals(job, &reschedule_later, out);
 
         let mut names = NameIndex::new(
@@ -417,7 +544,16 @@ where
             });
             desired.stop += 1;
         }
-        let stopped = self.compute_stop(group, &mut names, &mut untainted, &mut migrate, out);
+        let canarying_before = desired_canaries != 0 && !promoted;
+        let stopped = self.compute_stop(
+            group,
+            &mut names,
+            &mut untainted,
+            &mut migrate,
+            &canaries,
+            canarying_before,
+            out,
+        );
         desired.stop += stopped as u64;
 
         // Updates of allocations of an older version.
@@ -439,41 +575,84 @@ where
                 UpdateDecision::Destructive => destructive.push(alloc),
             }
         }
-        let untainted = kept;
+        let mut untainted = kept;
+        if canarying_before {
+            let ids: BTreeSet<&str> = canaries.iter().map(|a| a.id.as_str()).collect();
+            untainted.retain(|a| !ids.contains(a.id.as_str()));
+        }
 
-        // How many replacements this evaluation may make.
-        let update = group
-            .update
-            .as_ref()
-            .filter(|u| u.max_parallel > 0 && !self.batch);
-        let mut limit = match (update, deployment) {
-            (None, _) => usize::MAX,
-            _ if destructive.is_empty() && migrate.is_empty() => usize::MAX,
-            (Some(_), Some(d))
-                if d.status == DEPLOYMENT_STATUS_PAUSED || d.status == DEPLOYMENT_STATUS_FAILED =>
-            {
-                0
+        // Canaries, before any destructive update.
+        let strategy_canaries = update.map(|u| u.canary).unwrap_or(0);
+        let requires_canaries =
+            !destructive.is_empty() && (canaries.len() as i64) < strategy_canaries && !promoted;
+        let mut canary_place = Vec::new();
+        if requires_canaries {
+            desired_canaries = strategy_canaries;
+            if !paused && !failed {
+                let n = (strategy_canaries - canaries.len() as i64) as usize;
+                let taken: BTreeSet<String> = canaries.iter().map(|a| a.name.clone()).collect();
+                let replaced: BTreeSet<u64> = destructive
+                    .iter()
+                    .filter_map(|a| name_index(&a.name))
+                    .collect();
+                for name in names.next_canaries(n, &taken, &replaced) {
+                    let mut request = PlaceRequest::new(name, &group.name);
+                    request.canary = true;
+                    canary_place.push(request);
+                }
+                desired.canary += n as u64;
             }
-            (Some(update), deployment) => {
-                let mut limit = update.max_parallel;
-                if let Some(d) = deployment {
-                    for alloc in untainted.iter().chain(&destructive) {
-                        if alloc.deployment_id == d.id && !alloc.terminal() && !is_healthy(alloc) {
-                            limit -= 1;
+        }
+        let is_canarying = desired_canaries != 0 && !promoted;
+        let place_ready = !paused && !failed && !is_canarying;
+
+        // How many replacements this evaluation may make: MaxParallel minus
+        // the deployment's allocations not yet healthy; none while the
+        // deployment waits (paused, failed, canaries unpromoted) or has an
+        // unhealthy allocation.
+        let mut limit = match update {
+            None => usize::MAX,
+            Some(_) if destructive.is_empty() && migrate.is_empty() => usize::MAX,
+            Some(update) => match deployment {
+                None => update.max_parallel.max(0) as usize,
+                Some(_) if !place_ready => 0,
+                Some(d) => {
+                    let mut limit = update.max_parallel;
+                    let mut unhealthy = false;
+                    for alloc in untainted
+                        .iter()
+                        .filter(|a| a.deployment_id == d.id && !a.terminal())
+                    {
+                        match health(alloc) {
+                            Some(true) => {}
+                            Some(false) => unhealthy = true,
+                            None => limit -= 1,
                         }
                     }
+                    if unhealthy {
+                        0
+                    } else {
+                        limit.max(0) as usize
+                    }
                 }
-                limit.max(0) as usize
-            }
+            },
         };
 
         // Placements: reschedules, lost replacements, missing allocations.
+        // While the deployment waits only replacements of lost allocations
+        // and of failed ones outside a failed deployment are placed.
         let mut place = Vec::new();
+        let mut rescheduled = 0usize;
         for alloc in &reschedule_now {
+            let of_failed = failed && deployment.is_some_and(|d| d.id == alloc.deployment_id);
+            if !place_ready && of_failed {
+                continue;
+            }
             let mut request = PlaceRequest::new(alloc.name.clone(), &group.name);
             request.previous = Some(alloc.clone());
             request.reschedule = true;
             place.push(request);
+            rescheduled += 1;
         }
         let mut existing =
             untainted.len() + destructive.len() + migrate.len() + reschedule_now.len();
@@ -488,17 +667,26 @@ where
             request.lost = true;
             place.push(request);
         }
-        if existing < count {
+        if existing < count && place_ready {
             for name in names.next(count - existing) {
-                place.push(PlaceRequest::new(name, &group.name));
+                let mut request = PlaceRequest::new(name, &group.name);
+                if let Some(prev) = unreplaced_lost.remove(&request.name) {
+                    request.previous = Some(prev);
+                    request.lost = true;
+                }
+                place.push(request);
             }
         }
-        desired.place += place.len() as u64;
-        desired.stop += reschedule_now.len() as u64;
+        desired.place += (place.len() + canary_place.len()) as u64;
+        desired.stop += rescheduled as u64;
         limit -= place.len().min(limit);
 
         // Destructive updates, within the limit.
-        let take = destructive.len().min(limit);
+        let take = if place_ready {
+            destructive.len().min(limit)
+        } else {
+            0
+        };
         desired.destructive_update += take as u64;
         desired.ignore += (destructive.len() - take) as u64;
         let destructive_count = destructive.len();
@@ -523,12 +711,13 @@ where
             place.push(request);
         }
         let place_count = place.len();
+        let canary_count = canary_place.len();
+        out.place.extend(canary_place);
         out.place.extend(place);
 
         // Deployments (service jobs with a rolling update strategy).
         if let Some(update) = update {
-            let existing_deployment =
-                deployment.is_some_and(|d| d.task_groups.contains_key(&group.name));
+            let existing_deployment = group_state.is_some();
             let updating_spec = destructive_count > 0 || inplace_count > 0;
             let had_running = all.iter().any(|alloc| {
                 alloc
@@ -536,8 +725,8 @@ where
                     .as_ref()
                     .is_some_and(|j| j.version == job.version && j.create_index == job.create_index)
             });
-            let desired_total = destructive_count + inplace_count + place_count;
-            if !existing_deployment && desired_total > 0 && (!had_running || updating_spec) {
+            let changes = destructive_count + inplace_count + place_count + canary_count;
+            if !existing_deployment && changes > 0 && (!had_running || updating_spec) {
                 let deployment = new_deployment.get_or_insert_with(|| Deployment {
                     id: self.ids.uuid(),
                     namespace: job.namespace.clone(),
@@ -560,7 +749,7 @@ where
                         auto_promote: update.auto_promote,
                         progress_deadline: update.progress_deadline,
                         desired_total: group.count,
-                        placed_allocs: (place_count + take) as i64,
+                        desired_canaries,
                         ..DeploymentState::default()
                     },
                 );
@@ -574,17 +763,14 @@ where
             + place_count
             + reschedule_now.len()
             + reschedule_later.len()
-            == 0;
+            == 0
+            && !requires_canaries;
         if group_complete {
-            if let Some(d) = deployment {
-                if let Some(state) = d.task_groups.get(&group.name) {
-                    let healthy = all
-                        .iter()
-                        .filter(|a| a.deployment_id == d.id && !a.terminal() && is_healthy(a))
-                        .count() as i64;
-                    if healthy < state.desired_total.max(state.desired_canaries) {
-                        group_complete = false;
-                    }
+            if let Some(state) = group_state {
+                if state.healthy_allocs < state.desired_total.max(state.desired_canaries)
+                    || (state.desired_canaries > 0 && !state.promoted)
+                {
+                    group_complete = false;
                 }
             }
         }
@@ -599,6 +785,7 @@ where
         &self,
         group: &TaskGroup,
         allocs: Vec<Arc<Allocation>>,
+        deployment: Option<&Deployment>,
     ) -> (
         Vec<Arc<Allocation>>,
         Vec<Arc<Allocation>>,
@@ -618,6 +805,22 @@ where
             if alloc.client_status != ALLOC_CLIENT_FAILED {
                 untainted.push(alloc);
                 continue;
+            }
+            // Within an active deployment a failed allocation waits for the
+            // deployment to end, unless it may be replaced: marked for
+            // rescheduling, or unhealthy in a group with a progress deadline
+            // (Nomad's deployment watcher allows those replacements).
+            if let Some(d) = deployment.filter(|d| d.active() && alloc.deployment_id == d.id) {
+                let progress_based = d
+                    .task_groups
+                    .get(&group.name)
+                    .is_some_and(|s| s.progress_deadline > 0);
+                let allowed = alloc.desired_transition.reschedule == Some(true)
+                    || (progress_based && health(&alloc) == Some(false));
+                if !allowed {
+                    untainted.push(alloc);
+                    continue;
+                }
             }
             if alloc.desired_transition.force_reschedule == Some(true) {
                 now_list.push(alloc);
@@ -683,20 +886,60 @@ where
 
     /// Stops allocations beyond the group's count, highest indexes first,
     /// migrating ones before running ones. Returns how many.
+    #[allow(clippy::too_many_arguments)]
     fn compute_stop(
         &mut self,
         group: &TaskGroup,
         names: &mut NameIndex,
         untainted: &mut Vec<Arc<Allocation>>,
         migrate: &mut Vec<Arc<Allocation>>,
+        canaries: &[Arc<Allocation>],
+        is_canarying: bool,
         out: &mut Reconciliation,
     ) -> usize {
         let count = group.count.max(0) as usize;
-        let mut remove = (untainted.len() + migrate.len()).saturating_sub(count);
+        let canary_ids: BTreeSet<&str> = canaries.iter().map(|a| a.id.as_str()).collect();
+        // Canaries do not count against the group's count until promoted.
+        let counted = if is_canarying {
+            untainted
+                .iter()
+                .filter(|a| !canary_ids.contains(a.id.as_str()))
+                .count()
+        } else {
+            untainted.len()
+        };
+        let mut remove = (counted + migrate.len()).saturating_sub(count);
         if remove == 0 {
             return 0;
         }
         let mut stopped = 0;
+        // Once promoted, the canaries replace their namesakes first.
+        if !is_canarying && !canaries.is_empty() {
+            let canary_names: BTreeSet<&str> = canaries.iter().map(|a| a.name.as_str()).collect();
+            let mut keep = Vec::new();
+            for alloc in untainted.drain(..) {
+                if remove > 0
+                    && !alloc.terminal()
+                    && !canary_ids.contains(alloc.id.as_str())
+                    && canary_names.contains(alloc.name.as_str())
+                {
+                    out.stop.push(StopRequest {
+                        alloc,
+                        description: ALLOC_NOT_NEEDED,
+                        client_status: None,
+                    });
+                    stopped += 1;
+                    remove -= 1;
+                } else {
+                    keep.push(alloc);
+                }
+            }
+            *untainted = keep;
+            if remove == 0 {
+                return stopped;
+            }
+        }
+        let protected = |alloc: &Allocation| is_canarying && canary_ids.contains(alloc.id.as_str());
         // Terminal allocations are not stopped again, but keep their slot.
         if !migrate.is_empty() {
             let migrating = NameIndex::new(
@@ -731,7 +974,11 @@ where
         let remove_names: BTreeSet<String> = names.highest(remove);
         let mut keep = Vec::new();
         for alloc in untainted.drain(..) {
-            if remove > 0 && !alloc.terminal() && remove_names.contains(&alloc.name) {
+            if remove > 0
+                && !alloc.terminal()
+                && !protected(&alloc)
+                && remove_names.contains(&alloc.name)
+            {
                 out.stop.push(StopRequest {
                     alloc,
                     description: ALLOC_NOT_NEEDED,
@@ -745,7 +992,7 @@ where
         }
         // Duplicate names: stop from the end.
         while remove > 0 {
-            let Some(pos) = keep.iter().rposition(|a| !a.terminal()) else {
+            let Some(pos) = keep.iter().rposition(|a| !a.terminal() && !protected(a)) else {
                 break;
             };
             let alloc = keep.remove(pos);

@@ -53,7 +53,7 @@ pub fn process(ctx: &SchedulerContext, eval: &Evaluation, sysbatch: bool) -> Sch
 
     let lost_node = |node_id: &str| state.nodes.get(node_id).is_none_or(|node| node_lost(node));
 
-    let Some(job) = job.as_deref().filter(|j| !j.stop) else {
+    let Some(job) = job.as_deref().filter(|j| !j.stop && !j.is_template()) else {
         for alloc in allocs.iter().filter(|a| !a.terminal()) {
             desired.entry(alloc.task_group.clone()).or_default().stop += 1;
             let lost = lost_node(&alloc.node_id);

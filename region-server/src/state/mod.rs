@@ -10,10 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imbl::OrdMap;
-use proto::model::{Allocation, Deployment, Evaluation, Job, JobSummary, Node};
+use proto::model::{
+    periodic_launch_of, Allocation, AutopilotConfiguration, Deployment, Evaluation, Job,
+    JobChildrenSummary, JobSummary, Node, PeriodicLaunch, SchedulerConfiguration,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+mod deployments;
 pub mod snapshot_file;
 
 /// How many versions of a job are kept (Nomad keeps 6).
@@ -34,8 +38,20 @@ pub mod table {
     pub const NODES: &str = "nodes";
     /// Deployments.
     pub const DEPLOYMENTS: &str = "deployments";
+    /// Last launches of periodic jobs.
+    pub const PERIODIC_LAUNCH: &str = "periodic_launch";
+    /// Operator settings (scheduler and autopilot configuration).
+    pub const OPERATOR_CONFIG: &str = "operator_config";
     /// Every table.
-    pub const ALL: [&str; 5] = [JOBS, EVALS, ALLOCS, NODES, DEPLOYMENTS];
+    pub const ALL: [&str; 7] = [
+        JOBS,
+        EVALS,
+        ALLOCS,
+        NODES,
+        DEPLOYMENTS,
+        PERIODIC_LAUNCH,
+        OPERATOR_CONFIG,
+    ];
 }
 
 /// One consistent version of every table.
@@ -73,11 +89,22 @@ pub struct Tables {
     pub nodes: OrdMap<String, Arc<Node>>,
     /// Deployments by id.
     pub deployments: OrdMap<String, Arc<Deployment>>,
+    /// Last launch of each periodic job by (namespace, id).
+    pub periodic_launches: OrdMap<NsKey, Arc<PeriodicLaunch>>,
+    /// The scheduler configuration an operator set (None: the servers'
+    /// defaults).
+    pub scheduler_config: Option<Arc<SchedulerConfiguration>>,
+    /// The autopilot configuration an operator set (None: defaults).
+    pub autopilot_config: Option<Arc<AutopilotConfiguration>>,
     /// The Raft index at which each table last changed.
     pub table_index: OrdMap<String, u64>,
     /// Jobs whose allocations or evaluations changed in the command being
     /// applied; their status is recomputed at its end.
     dirty_jobs: std::collections::BTreeSet<NsKey>,
+    /// Periodic and parameterized parents whose children changed in the
+    /// command being applied; their `Children` counts are recomputed at its
+    /// end.
+    dirty_parents: std::collections::BTreeSet<NsKey>,
 }
 
 /// A write to the state, decided before it enters the Raft log: everything
@@ -189,6 +216,79 @@ pub enum Command {
         /// Every row of the restored state.
         rows: Vec<snapshot_file::Row>,
     },
+    /// A deployment's status changes (an operator pauses, resumes or fails
+    /// it; the leader's deployment watcher fails it), with what follows.
+    DeploymentStatusUpdate {
+        /// The deployment.
+        deployment_id: String,
+        /// Its new status.
+        status: String,
+        /// Why.
+        status_description: String,
+        /// A job to register with it (auto-revert: the stable version's
+        /// spec, which becomes a new version).
+        job: Option<Box<Job>>,
+        /// The evaluation to create.
+        eval: Option<Box<Evaluation>>,
+        /// Time, ns since the epoch.
+        now: i64,
+    },
+    /// Promote a deployment's healthy canaries (every group, or `groups`).
+    DeploymentPromote {
+        /// The deployment.
+        deployment_id: String,
+        /// Promote every group.
+        all: bool,
+        /// The groups to promote when not `all`.
+        groups: Vec<String>,
+        /// The evaluation to create.
+        eval: Option<Box<Evaluation>>,
+        /// Time, ns since the epoch (restarts progress deadlines).
+        now: i64,
+    },
+    /// Set the health of allocations of a deployment (an operator's
+    /// `allocation-health`), possibly failing the deployment with it.
+    DeploymentAllocHealth {
+        /// The deployment.
+        deployment_id: String,
+        /// Allocations to mark healthy.
+        healthy: Vec<String>,
+        /// Allocations to mark unhealthy.
+        unhealthy: Vec<String>,
+        /// Fail the deployment with this description.
+        fail: Option<String>,
+        /// A job to register with it (auto-revert).
+        job: Option<Box<Job>>,
+        /// The evaluation to create.
+        eval: Option<Box<Evaluation>>,
+        /// Time, ns since the epoch (the health timestamp).
+        now: i64,
+    },
+    /// Mark a job version stable or not.
+    JobStability {
+        /// Namespace of the job.
+        namespace: String,
+        /// Job id.
+        job_id: String,
+        /// The version.
+        version: u64,
+        /// Stable or not.
+        stable: bool,
+    },
+    /// An operator set the scheduler configuration.
+    SchedulerSetConfig {
+        /// The validated configuration.
+        config: Box<SchedulerConfiguration>,
+        /// Only write if the current ModifyIndex equals this (`?cas=`).
+        cas_index: Option<u64>,
+    },
+    /// An operator set the autopilot configuration.
+    AutopilotSetConfig {
+        /// The configuration.
+        config: Box<AutopilotConfiguration>,
+        /// Only write if the current ModifyIndex equals this (`?cas=`).
+        cas_index: Option<u64>,
+    },
 }
 
 /// The result of applying a command.
@@ -234,7 +334,7 @@ impl Tables {
             .unwrap_or(0)
     }
 
-    fn touch(&mut self, table: &str, index: u64) {
+    pub(crate) fn touch(&mut self, table: &str, index: u64) {
         self.table_index.insert(table.to_string(), index);
     }
 
@@ -245,8 +345,74 @@ impl Tables {
         let response = self.apply_command(index, raft_index, cmd);
         for key in std::mem::take(&mut self.dirty_jobs) {
             self.refresh_job_status(index, &key);
+            if let Some(job) = self.jobs.get(&key) {
+                if !job.parent_id.is_empty() {
+                    self.dirty_parents
+                        .insert((key.0.clone(), job.parent_id.clone()));
+                }
+            }
+        }
+        for parent in std::mem::take(&mut self.dirty_parents) {
+            self.refresh_children(index, &parent);
         }
         response
+    }
+
+    /// Children of a periodic or parameterized job (IDs `<parent>/...` with
+    /// `ParentID` set to it).
+    pub fn children_of(&self, namespace: &str, parent_id: &str) -> Vec<Arc<Job>> {
+        let prefix = format!("{parent_id}/");
+        self.jobs
+            .range((namespace.to_string(), prefix.clone())..)
+            .take_while(|((ns, id), _)| ns == namespace && id.starts_with(&prefix))
+            .filter(|(_, j)| j.parent_id == parent_id)
+            .map(|(_, j)| j.clone())
+            .collect()
+    }
+
+    /// Recount a parent's children by status into its summary (Nomad's
+    /// `JobSummary.Children`).
+    fn refresh_children(&mut self, index: u64, parent: &NsKey) {
+        let Some(summary) = self.job_summaries.get(parent) else {
+            return;
+        };
+        let mut children = JobChildrenSummary::default();
+        for child in self.children_of(&parent.0, &parent.1) {
+            match child.status.as_str() {
+                "running" => children.running += 1,
+                "dead" => children.dead += 1,
+                _ => children.pending += 1,
+            }
+        }
+        if summary.children != children {
+            let mut summary = (**summary).clone();
+            summary.children = children;
+            summary.modify_index = index;
+            self.job_summaries.insert(parent.clone(), Arc::new(summary));
+            self.touch(table::JOBS, index);
+        }
+    }
+
+    /// Record a periodic launch at `launch` (never moving it backwards).
+    fn record_launch(&mut self, index: u64, namespace: &str, id: &str, launch: i64) {
+        let key = (namespace.to_string(), id.to_string());
+        let row = match self.periodic_launches.get(&key) {
+            Some(old) if old.launch >= launch => return,
+            Some(old) => PeriodicLaunch {
+                launch,
+                modify_index: index,
+                ..(**old).clone()
+            },
+            None => PeriodicLaunch {
+                id: id.to_string(),
+                namespace: namespace.to_string(),
+                launch,
+                create_index: index,
+                modify_index: index,
+            },
+        };
+        self.periodic_launches.insert(key, Arc::new(row));
+        self.touch(table::PERIODIC_LAUNCH, index);
     }
 
     /// Nomad's job status: `running` while any allocation is live,
@@ -407,8 +573,15 @@ impl Tables {
                     a.client_status = update.client_status;
                     a.client_description = update.client_description;
                     a.task_states = update.task_states;
-                    if update.deployment_status.is_some() {
-                        a.deployment_status = update.deployment_status;
+                    if let Some(mut status) = update.deployment_status {
+                        // Canary is the servers' to say (promotion clears it).
+                        status.canary = a.deployment_status.as_ref().is_some_and(|s| s.canary);
+                        status.modify_index = a
+                            .deployment_status
+                            .as_ref()
+                            .map(|s| s.modify_index)
+                            .unwrap_or(0);
+                        a.deployment_status = Some(status);
                     }
                     a.modify_time = update.modify_time;
                     let alloc_modify_index = a.alloc_modify_index;
@@ -437,23 +610,75 @@ impl Tables {
                 evals,
                 deployments,
             } => {
+                // Deployments first, so the allocations placed with a new
+                // deployment are counted in it.
+                for d in deployments {
+                    self.plan_deployment(index, d);
+                }
                 for alloc in allocs {
                     self.upsert_alloc(index, alloc);
                 }
                 for eval in evals {
                     self.upsert_eval(index, eval);
                 }
-                for mut d in deployments {
-                    d.create_index = self
-                        .deployments
-                        .get(&d.id)
-                        .map(|o| o.create_index)
-                        .unwrap_or(index);
-                    d.modify_index = index;
-                    self.deployments.insert(d.id.clone(), Arc::new(d));
-                    self.touch(table::DEPLOYMENTS, index);
-                }
                 CommandResponse::Ok
+            }
+            Command::DeploymentStatusUpdate {
+                deployment_id,
+                status,
+                status_description,
+                job,
+                eval,
+                now,
+            } => self.deployment_status_update(
+                index,
+                &deployment_id,
+                status,
+                status_description,
+                job.map(|j| *j),
+                eval.map(|e| *e),
+                now,
+            ),
+            Command::DeploymentPromote {
+                deployment_id,
+                all,
+                groups,
+                eval,
+                now,
+            } => {
+                self.deployment_promote(index, &deployment_id, all, &groups, eval.map(|e| *e), now)
+            }
+            Command::DeploymentAllocHealth {
+                deployment_id,
+                healthy,
+                unhealthy,
+                fail,
+                job,
+                eval,
+                now,
+            } => self.deployment_alloc_health(
+                index,
+                &deployment_id,
+                &healthy,
+                &unhealthy,
+                fail,
+                job.map(|j| *j),
+                eval.map(|e| *e),
+                now,
+            ),
+            Command::JobStability {
+                namespace,
+                job_id,
+                version,
+                stable,
+            } => {
+                if self.set_job_stability(index, &namespace, &job_id, version, stable) {
+                    CommandResponse::Ok
+                } else {
+                    CommandResponse::NotFound(format!(
+                        "job {job_id} at version {version} not found"
+                    ))
+                }
             }
             Command::Restore { rows } => match snapshot_file::tables_from_rows(rows) {
                 Ok(mut restored) => {
@@ -471,10 +696,50 @@ impl Tables {
                 }
                 Err(e) => CommandResponse::Conflict(format!("snapshot rows are invalid: {e}")),
             },
+            Command::SchedulerSetConfig { config, cas_index } => {
+                let old = self
+                    .scheduler_config
+                    .as_ref()
+                    .map(|c| (c.create_index, c.modify_index));
+                if let Some(want) = cas_index {
+                    let have = old.map(|o| o.1).unwrap_or(0);
+                    if have != want {
+                        return CommandResponse::Conflict(format!(
+                            "scheduler configuration modify index is {have}, not {want}"
+                        ));
+                    }
+                }
+                let mut config = *config;
+                config.create_index = old.map(|o| o.0).unwrap_or(index);
+                config.modify_index = index;
+                self.scheduler_config = Some(Arc::new(config));
+                self.touch(table::OPERATOR_CONFIG, index);
+                CommandResponse::Ok
+            }
+            Command::AutopilotSetConfig { config, cas_index } => {
+                let old = self
+                    .autopilot_config
+                    .as_ref()
+                    .map(|c| (c.create_index, c.modify_index));
+                if let Some(want) = cas_index {
+                    let have = old.map(|o| o.1).unwrap_or(0);
+                    if have != want {
+                        return CommandResponse::Conflict(format!(
+                            "autopilot configuration modify index is {have}, not {want}"
+                        ));
+                    }
+                }
+                let mut config = *config;
+                config.create_index = old.map(|o| o.0).unwrap_or(index);
+                config.modify_index = index;
+                self.autopilot_config = Some(Arc::new(config));
+                self.touch(table::OPERATOR_CONFIG, index);
+                CommandResponse::Ok
+            }
         }
     }
 
-    fn job_register(
+    pub(crate) fn job_register(
         &mut self,
         index: u64,
         mut job: Job,
@@ -512,6 +777,24 @@ impl Tables {
                 (version, index)
             }
         };
+        self.dirty_jobs.insert(key.clone());
+        if let Some(job) = self.jobs.get(&key).cloned() {
+            // A newly active periodic job counts from its registration, so
+            // its first launch is the first one after it (Nomad's FSM).
+            if job.is_periodic_active() && !self.periodic_launches.contains_key(&key) {
+                self.record_launch(index, &key.0, &key.1, now);
+            }
+            // A periodic child records its parent's launch, so a new leader
+            // neither repeats nor skips it.
+            if !job.parent_id.is_empty() {
+                let parent = self.jobs.get(&(key.0.clone(), job.parent_id.clone()));
+                if parent.is_some_and(|p| p.is_periodic()) {
+                    if let Some(launch) = periodic_launch_of(&job.parent_id, &job.id) {
+                        self.record_launch(index, &key.0, &job.parent_id, launch);
+                    }
+                }
+            }
+        }
         let (eval_id, eval_create_index) = self.create_eval(index, eval, job_modify_index);
         CommandResponse::Job {
             job_modify_index,
@@ -557,7 +840,7 @@ impl Tables {
         self.touch(table::JOBS, index);
     }
 
-    fn create_eval(
+    pub(crate) fn create_eval(
         &mut self,
         index: u64,
         eval: Option<Evaluation>,
@@ -587,9 +870,16 @@ impl Tables {
         let Some(existing) = self.jobs.get(&key).cloned() else {
             return CommandResponse::NotFound(format!("job not found: {}", key.1));
         };
+        if !existing.parent_id.is_empty() {
+            self.dirty_parents
+                .insert((key.0.clone(), existing.parent_id.clone()));
+        }
         let (version, job_modify_index) = if purge {
             self.jobs.remove(&key);
             self.job_summaries.remove(&key);
+            if self.periodic_launches.remove(&key).is_some() {
+                self.touch(table::PERIODIC_LAUNCH, index);
+            }
             let versions: Vec<_> = self
                 .job_versions
                 .range((key.0.clone(), key.1.clone(), 0)..=(key.0.clone(), key.1.clone(), u64::MAX))
@@ -644,7 +934,7 @@ impl Tables {
         self.touch(table::EVALS, index);
     }
 
-    fn upsert_alloc(&mut self, index: u64, mut alloc: Allocation) {
+    pub(crate) fn upsert_alloc(&mut self, index: u64, mut alloc: Allocation) {
         let old = self.allocs.get(&alloc.id).cloned();
         if let Some(old) = &old {
             alloc.create_index = old.create_index;
@@ -658,6 +948,7 @@ impl Tables {
             alloc.create_index = index;
         }
         self.count_alloc(index, old.as_deref(), &alloc);
+        self.track_deployment_alloc(index, old.as_deref(), &mut alloc);
         self.dirty_jobs
             .insert((alloc.namespace.clone(), alloc.job_id.clone()));
         // Plans travel through Raft without a job copy per allocation; the
@@ -708,8 +999,16 @@ impl Tables {
             .map(|(k, _)| k.clone())
             .collect();
         for k in &dead_jobs {
+            if let Some(parent) = self.jobs.get(k).map(|j| j.parent_id.clone()) {
+                if !parent.is_empty() {
+                    self.dirty_parents.insert((k.0.clone(), parent));
+                }
+            }
             self.jobs.remove(k);
             self.job_summaries.remove(k);
+            if self.periodic_launches.remove(k).is_some() {
+                self.touch(table::PERIODIC_LAUNCH, index);
+            }
             let versions: Vec<_> = self
                 .job_versions
                 .range((k.0.clone(), k.1.clone(), 0)..=(k.0.clone(), k.1.clone(), u64::MAX))

@@ -119,6 +119,15 @@ pub fn tables_to_rows(t: &Tables) -> Vec<Row> {
     for (id, d) in &t.deployments {
         push("deployment", id.clone(), json(&**d));
     }
+    for ((ns, id), l) in &t.periodic_launches {
+        push("periodic_launch", format!("{ns}/{id}"), json(&**l));
+    }
+    if let Some(c) = &t.scheduler_config {
+        push("scheduler_config", String::new(), json(&**c));
+    }
+    if let Some(c) = &t.autopilot_config {
+        push("autopilot_config", String::new(), json(&**c));
+    }
     for (name, idx) in &t.table_index {
         push("table_index", name.clone(), idx.to_string());
     }
@@ -177,6 +186,13 @@ pub fn tables_from_rows(rows: Vec<Row>) -> Result<Tables, SnapshotError> {
                 let d: proto::model::Deployment = decode(&row)?;
                 t.deployments.insert(d.id.clone(), Arc::new(d));
             }
+            "periodic_launch" => {
+                let l: proto::model::PeriodicLaunch = decode(&row)?;
+                t.periodic_launches
+                    .insert((l.namespace.clone(), l.id.clone()), Arc::new(l));
+            }
+            "scheduler_config" => t.scheduler_config = Some(Arc::new(decode(&row)?)),
+            "autopilot_config" => t.autopilot_config = Some(Arc::new(decode(&row)?)),
             "index_offset" => t.index_offset = decode(&row)?,
             "table_index" => {
                 let idx: u64 = decode(&row)?;

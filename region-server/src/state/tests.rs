@@ -388,3 +388,251 @@ fn job_status_follows_allocations_and_evaluations() {
     );
     assert_eq!(t.job("default", "web").expect("job").status, "dead");
 }
+
+/// A deployment of job `web` version 0 with one group `g`.
+fn deployment(id: &str, progress_deadline: i64) -> proto::model::Deployment {
+    proto::model::Deployment {
+        id: id.into(),
+        namespace: "default".into(),
+        job_id: "web".into(),
+        job_version: 0,
+        status: "running".into(),
+        task_groups: [(
+            "g".to_string(),
+            proto::model::DeploymentState {
+                desired_total: 2,
+                desired_canaries: 1,
+                progress_deadline,
+                ..Default::default()
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    }
+}
+
+fn deployed_alloc(id: &str, deployment: &str, canary: bool, time: i64) -> Allocation {
+    Allocation {
+        id: id.into(),
+        namespace: "default".into(),
+        job_id: "web".into(),
+        node_id: "n1".into(),
+        task_group: "g".into(),
+        deployment_id: deployment.into(),
+        deployment_status: canary.then(|| proto::model::AllocDeploymentStatus {
+            canary: true,
+            ..Default::default()
+        }),
+        modify_time: time,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn deployment_counters_follow_placements_and_client_health() {
+    let mut t = Tables::default();
+    register(&mut t, 1, job("web"), "e1");
+    let second = 1_000_000_000;
+    t.apply(
+        2,
+        Command::PlanResults {
+            allocs: vec![
+                deployed_alloc("c1", "d1", true, 100 * second),
+                deployed_alloc("a1", "d1", false, 100 * second),
+            ],
+            evals: Vec::new(),
+            deployments: vec![deployment("d1", 60 * second)],
+        },
+    );
+    let d = t.deployments.get("d1").expect("deployment");
+    let g = &d.task_groups["g"];
+    assert_eq!(g.placed_allocs, 2, "placed with the deployment in one plan");
+    assert_eq!(g.placed_canaries, vec!["c1".to_string()]);
+    assert_eq!(
+        g.require_progress_by
+            .as_deref()
+            .and_then(proto::model::time::parse_rfc3339),
+        Some(160 * second)
+    );
+    // The client reports health; it cannot clear the canary flag.
+    let report = |id: &str, healthy: bool, at: i64| Allocation {
+        id: id.into(),
+        client_status: "running".into(),
+        deployment_status: Some(proto::model::AllocDeploymentStatus {
+            healthy: Some(healthy),
+            timestamp: Some(proto::model::time::format_rfc3339(at)),
+            canary: false,
+            modify_index: 0,
+        }),
+        ..Default::default()
+    };
+    t.apply(
+        3,
+        Command::AllocClientUpdate {
+            allocs: vec![report("c1", true, 130 * second)],
+            evals: Vec::new(),
+        },
+    );
+    let c1 = t.allocs.get("c1").expect("canary");
+    let status = c1.deployment_status.as_ref().expect("status");
+    assert!(status.canary && status.healthy == Some(true));
+    assert_eq!(status.modify_index, 3, "a health change is stamped");
+    let g = t.deployments.get("d1").expect("deployment").task_groups["g"].clone();
+    assert_eq!((g.healthy_allocs, g.unhealthy_allocs), (1, 0));
+    assert_eq!(
+        g.require_progress_by
+            .as_deref()
+            .and_then(proto::model::time::parse_rfc3339),
+        Some(190 * second),
+        "a newly healthy allocation pushes the deadline out"
+    );
+    // The same report again changes nothing; healthy to unhealthy moves
+    // the counts.
+    t.apply(
+        4,
+        Command::AllocClientUpdate {
+            allocs: vec![report("c1", true, 130 * second)],
+            evals: Vec::new(),
+        },
+    );
+    assert_eq!(t.deployments.get("d1").expect("d").modify_index, 3);
+    t.apply(
+        5,
+        Command::AllocClientUpdate {
+            allocs: vec![report("c1", false, 140 * second)],
+            evals: Vec::new(),
+        },
+    );
+    let g = t.deployments.get("d1").expect("deployment").task_groups["g"].clone();
+    assert_eq!((g.healthy_allocs, g.unhealthy_allocs), (0, 1));
+
+    // Promotion needs healthy canaries; a terminal deployment takes
+    // nothing more.
+    let promote = Command::DeploymentPromote {
+        deployment_id: "d1".into(),
+        all: true,
+        groups: Vec::new(),
+        eval: None,
+        now: 200 * second,
+    };
+    assert!(
+        matches!(t.apply(6, promote.clone()), CommandResponse::Conflict(m) if m.contains("0/1"))
+    );
+    let unknown_group = Command::DeploymentPromote {
+        deployment_id: "d1".into(),
+        all: false,
+        groups: vec!["nope".into()],
+        eval: None,
+        now: 0,
+    };
+    assert!(matches!(
+        t.apply(7, unknown_group),
+        CommandResponse::Conflict(_)
+    ));
+    let health = Command::DeploymentAllocHealth {
+        deployment_id: "d1".into(),
+        healthy: vec!["c1".into()],
+        unhealthy: Vec::new(),
+        fail: None,
+        job: None,
+        eval: Some(Box::new(eval("e2", "web"))),
+        now: 210 * second,
+    };
+    assert!(matches!(
+        t.apply(8, health),
+        CommandResponse::Job { eval_id: Some(ref e), .. } if e == "e2"
+    ));
+    assert!(matches!(
+        t.apply(9, promote.clone()),
+        CommandResponse::Job { .. }
+    ));
+    let d = t.deployments.get("d1").expect("deployment");
+    assert!(d.task_groups["g"].promoted);
+    assert_eq!(
+        d.task_groups["g"]
+            .require_progress_by
+            .as_deref()
+            .and_then(proto::model::time::parse_rfc3339),
+        Some(260 * second),
+        "promotion restarts the progress deadline"
+    );
+    let c1 = t.allocs.get("c1").expect("canary");
+    assert!(!c1.deployment_status.as_ref().expect("status").canary);
+    let fail = Command::DeploymentStatusUpdate {
+        deployment_id: "d1".into(),
+        status: "failed".into(),
+        status_description: "Deployment marked as failed".into(),
+        job: None,
+        eval: None,
+        now: 0,
+    };
+    assert!(matches!(
+        t.apply(10, fail.clone()),
+        CommandResponse::Job { .. }
+    ));
+    assert!(matches!(t.apply(11, fail), CommandResponse::Conflict(_)));
+    assert!(matches!(t.apply(12, promote), CommandResponse::Conflict(_)));
+    // A plan made earlier does not revive it.
+    t.apply(
+        13,
+        Command::PlanResults {
+            allocs: Vec::new(),
+            evals: Vec::new(),
+            deployments: vec![proto::model::Deployment {
+                status: "successful".into(),
+                ..deployment("d1", 0)
+            }],
+        },
+    );
+    assert_eq!(t.deployments.get("d1").expect("d").status, "failed");
+    assert!(!t.job("default", "web").expect("job").stable);
+}
+
+#[test]
+fn job_stability_and_successful_deployments() {
+    let mut t = Tables::default();
+    register(&mut t, 1, job("web"), "e1");
+    let stable = |version| Command::JobStability {
+        namespace: "default".into(),
+        job_id: "web".into(),
+        version,
+        stable: true,
+    };
+    assert!(matches!(
+        t.apply(2, stable(7)),
+        CommandResponse::NotFound(_)
+    ));
+    assert_eq!(t.apply(3, stable(0)), CommandResponse::Ok);
+    assert!(t.job("default", "web").expect("job").stable);
+    assert!(t.job_versions("default", "web")[0].stable);
+    // A deployment that succeeds marks its version stable.
+    let mut v1 = job("web");
+    v1.meta.insert("v".into(), "1".into());
+    register(&mut t, 4, v1, "e2");
+    assert!(!t.job("default", "web").expect("job").stable);
+    let mut d = deployment("d1", 0);
+    d.job_version = 1;
+    t.apply(
+        5,
+        Command::PlanResults {
+            allocs: Vec::new(),
+            evals: Vec::new(),
+            deployments: vec![d.clone()],
+        },
+    );
+    t.apply(
+        6,
+        Command::PlanResults {
+            allocs: Vec::new(),
+            evals: Vec::new(),
+            deployments: vec![proto::model::Deployment {
+                status: "successful".into(),
+                ..d
+            }],
+        },
+    );
+    let job = t.job("default", "web").expect("job");
+    assert!(job.stable && job.version == 1);
+    assert!(t.job_versions("default", "web").iter().all(|j| j.stable));
+}

@@ -392,6 +392,49 @@ fn lost_allocations_are_replaced() {
     assert_eq!(h.live_allocs("web").len(), 3);
 }
 
+/// A lost allocation whose stop committed without its replacement (the
+/// plan applier rejected the placement, or no node had room) is still the
+/// replacement's `PreviousAllocation` when a later evaluation places it,
+/// and learns its `NextAllocation`.
+#[test]
+fn lost_allocation_stopped_earlier_is_linked_to_its_late_replacement() {
+    let mut h = harness_with_nodes(1);
+    h.upsert_job(job_with("web", 1, |job| job.update = None));
+    h.register_eval("web");
+    h.run_allocs("web", false);
+    let lost = h.live_allocs("web")[0].clone();
+    h.update_node(&lost.node_id, |n| n.status = NODE_STATUS_DOWN.into());
+    let job = h.job("web");
+    let mut eval = h.eval_for(&job, EVAL_TRIGGER_NODE_UPDATE);
+    eval.node_id = lost.node_id.clone();
+    // No other node: the stop commits, the placement fails and blocks.
+    let result = h.process(&eval);
+    assert_eq!(stopped(&result).len(), 1);
+    assert!(placed(&result).is_empty());
+    let blocked = result.blocked_eval.clone().expect("blocked");
+    assert_eq!(h.allocs("web")[0].client_status, ALLOC_CLIENT_LOST);
+
+    // A node arrives; the blocked evaluation places the replacement.
+    h.upsert_node(mock::node(1));
+    let done = h.process(&blocked);
+    let new = placed(&done);
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].previous_allocation, lost.id);
+    assert_eq!(new[0].name, lost.name);
+    let old = h
+        .allocs("web")
+        .into_iter()
+        .find(|a| a.id == lost.id)
+        .expect("old alloc");
+    assert_eq!(old.next_allocation, new[0].id);
+    assert_eq!(old.client_status, ALLOC_CLIENT_LOST);
+    assert_eq!(old.desired_status, ALLOC_DESIRED_STOP);
+
+    // Once linked, it is not linked again.
+    let again = h.register_eval("web");
+    assert!(placed(&again).is_empty());
+}
+
 #[test]
 fn draining_node_allocations_migrate() {
     let mut h = harness_with_nodes(3);

@@ -7,6 +7,7 @@ use proto::model::{Allocation, Job, Node};
 use super::harness::{mock, Harness};
 use super::{AllocMetric, SchedulerResult};
 
+mod deployments;
 mod feasibility;
 mod generic;
 mod plan;

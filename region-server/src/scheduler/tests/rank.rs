@@ -114,6 +114,33 @@ fn binpack_prefers_fuller_nodes_spread_prefers_emptier() {
     }
 }
 
+/// The operator's scheduler configuration in the state decides the
+/// algorithm over the server's default, both ways.
+#[test]
+fn operator_scheduler_configuration_picks_the_algorithm() {
+    for (stored, default, want) in [
+        ("spread", SchedulerAlgorithm::Binpack, 1),
+        ("binpack", SchedulerAlgorithm::Spread, 0),
+    ] {
+        let mut h = half_full();
+        h.config.algorithm = default;
+        let index = h.state.index + 1;
+        h.state.apply(
+            index,
+            crate::state::Command::SchedulerSetConfig {
+                config: Box::new(proto::model::SchedulerConfiguration {
+                    scheduler_algorithm: stored.into(),
+                    ..Default::default()
+                }),
+                cas_index: None,
+            },
+        );
+        h.upsert_job(mock::job("web", 1));
+        let result = h.register_eval("web");
+        assert_eq!(placed(&result)[0].node_id, mock::node_id(want), "{stored}");
+    }
+}
+
 #[test]
 fn job_anti_affinity_spreads_a_group() {
     for seed in 0..5 {
