@@ -504,6 +504,7 @@ fn grafana_dashboard_queries_known_families() {
             "atoll_gossip_members",
             "atoll_gateway_region_reachable",
             "atoll_gateway_forwarded_requests_total",
+            "atoll_gateway_forward_latency_seconds_bucket",
             "atoll_raft_replication_lag_entries",
             "up",
         ])
@@ -662,5 +663,66 @@ fn binaries_take_log_level_and_log_json() -> anyhow::Result<()> {
         );
     }
     proc.kill();
+    Ok(())
+}
+
+/// The federation gateway's metrics (written by the gateway) pass promtool
+/// too, with the two families the alert rules rely on; and a server in a
+/// gossip pool (with its `atoll_gossip_*` families) as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_and_gossiping_server_metrics_pass_promtool() -> anyhow::Result<()> {
+    let _serial = atoll_tests::serial().await;
+    promtool();
+    let mut fed = atoll_tests::TestFederation::start(&["eu"], 1).await?;
+    let gw = fed.start_gateway("gw1").await?;
+    let gw_base = fed.gateway_http(gw);
+
+    // The gateway learns region eu from the pool; one request forwarded.
+    poll("a request forwarded to eu", Duration::from_secs(30), || {
+        let url = format!("{gw_base}/v1/jobs?region=eu");
+        async move {
+            let r = reqwest::get(url).await.ok()?;
+            r.status().is_success().then_some(())
+        }
+    })
+    .await?;
+    // The reachability gauge follows the region map (refreshed by a loop).
+    let gw_text = poll("region eu reachable", Duration::from_secs(10), || {
+        let url = format!("{gw_base}/metrics");
+        async move {
+            let t = text(&url).await.ok()?;
+            (sample(&t, "atoll_gateway_region_reachable", &[("region", "eu")]) == Some(1.0))
+                .then_some(t)
+        }
+    })
+    .await?;
+    assert!(
+        sample(
+            &gw_text,
+            "atoll_gateway_forwarded_requests_total",
+            &[("region", "eu"), ("method", "GET"), ("status", "200")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{gw_text}"
+    );
+    check_metrics("gateway", &gw_text);
+
+    let server_base = fed.region("eu").http(0);
+    let server_text = poll(
+        "the server sees the gateway",
+        Duration::from_secs(30),
+        || {
+            let url = format!("{server_base}/metrics");
+            async move {
+                let t = text(&url).await.ok()?;
+                (sample(&t, "atoll_gossip_members", &[("status", "alive")]) == Some(2.0))
+                    .then_some(t)
+            }
+        },
+    )
+    .await?;
+    check_metrics("server in a gossip pool", &server_text);
+    fed.shutdown().await;
     Ok(())
 }
