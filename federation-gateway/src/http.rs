@@ -42,13 +42,15 @@ pub struct FrontState {
 }
 
 /// The front router.
-pub fn router(state: FrontState) -> Router {
-    Router::new()
+pub fn router(state: FrontState) -> Result<Router, ops_kit::telemetry::TelemetryError> {
+    let layer = state.metrics.telemetry.http_layer()?;
+    Ok(Router::new()
         .route("/v1/regions", get(regions))
         .route("/v1/job/{id}/regions", get(job_regions))
         .route("/metrics", get(metrics))
         .fallback(forward_any)
-        .with_state(state)
+        .layer(layer)
+        .with_state(state))
 }
 
 /// A plain-text error response, as Nomad answers.
@@ -151,15 +153,9 @@ async fn regions(State(s): State<FrontState>) -> Response {
     axum::Json(regions).into_response()
 }
 
+/// `GET /metrics`: the gateway's own metrics, Prometheus text.
 async fn metrics(State(s): State<FrontState>) -> Response {
-    (
-        [(
-            http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.metrics.text(),
-    )
-        .into_response()
+    ops_kit::telemetry::prometheus_response(s.metrics.registry())
 }
 
 async fn job_regions(
@@ -181,7 +177,8 @@ async fn forward_any(State(s): State<FrontState>, req: Request) -> Response {
         && path == "/v1/metrics"
         && query_value(&pairs, "region").is_none()
     {
-        return metrics(State(s)).await;
+        // Nomad's JSON by default, `?format=prometheus` for the text.
+        return ops_kit::telemetry::metrics_response(s.metrics.registry(), &pairs);
     }
     let body: Bytes = match axum::body::to_bytes(body, s.max_body).await {
         Ok(b) => b,

@@ -50,7 +50,6 @@ use tokio::task::JoinHandle;
 pub mod config;
 mod grpc;
 pub mod http;
-pub mod https;
 pub mod metrics;
 pub mod multiregion;
 pub mod routes;
@@ -79,13 +78,13 @@ pub enum GatewayError {
     NotAGateway(String),
     /// HTTPS settings.
     #[error(transparent)]
-    Https(#[from] https::HttpsError),
+    Https(#[from] ops_kit::https::HttpsError),
     /// Gossip settings or keys.
     #[error("gossip: {0}")]
     Gossip(String),
     /// Metrics registry.
     #[error("metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
+    Metrics(#[from] ops_kit::telemetry::TelemetryError),
     /// gRPC server settings.
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
@@ -151,7 +150,7 @@ impl Gateway {
         info.datacenter = cfg.datacenter.clone();
         info.rpc_addr = rpc_addr.to_string();
         info.http_addr = http_addr.to_string();
-        let gossip = GossipPool::start(cfg.gossip.clone(), info, keyring, Some(&metrics.registry))
+        let gossip = GossipPool::start(cfg.gossip.clone(), info, keyring, Some(metrics.registry()))
             .await
             .map_err(|e| GatewayError::Gossip(e.to_string()))?;
 
@@ -171,7 +170,7 @@ impl Gateway {
             max_body: cfg.max_request_body_bytes,
             rollout_poll: cfg.rollout_poll,
             rollout_deadline: cfg.rollout_deadline,
-        });
+        })?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -207,8 +206,8 @@ impl Gateway {
 
         match &cfg.http_tls {
             Some(t) => {
-                let config = https::server_config(&tls, t.verify_clients)?;
-                tasks.push(tokio::spawn(https::serve(
+                let config = ops_kit::https::server_config(&tls, t.verify_clients)?;
+                tasks.push(tokio::spawn(ops_kit::https::serve(
                     http_listener,
                     front,
                     config,

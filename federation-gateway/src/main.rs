@@ -19,6 +19,13 @@ struct Args {
     /// TOML configuration file.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Log filter: a level or per-module directives
+    /// (`info,federation_gateway=debug`).
+    #[arg(long, env = "ATOLL_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log one JSON object per line instead of text.
+    #[arg(long, env = "ATOLL_LOG_JSON")]
+    log_json: bool,
     /// Gateway name (default: host name).
     #[arg(long)]
     name: Option<String>,
@@ -152,8 +159,9 @@ async fn terminate_signal() -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     ops_kit::tls::install_crypto_provider();
-    ops_kit::telemetry::init_tracing("info");
-    let cfg = build_config(Args::parse())?;
+    let args = Args::parse();
+    ops_kit::telemetry::init_logging(&args.log_level, args.log_json)?;
+    let cfg = build_config(args)?;
     if let TlsSource::DevGenerated(dir) = &cfg.tls {
         tracing::warn!(dir = %dir.display(), "no TLS files given: using a development CA; servers must share it");
     }

@@ -13,15 +13,15 @@
 //! - `atoll_gateway_rollouts{state}`: multi-region rollouts this gateway
 //!   runs, by state.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use ops_kit::telemetry::{Metrics as Registry, TelemetryError};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec};
 
 /// The gateway's metric families.
 #[derive(Clone)]
 pub struct Metrics {
-    /// The registry all of them live in (gossip metrics too).
-    pub registry: Registry,
+    /// The registry all of them live in (gossip and HTTP metrics too):
+    /// `atoll_` is prefixed to every family.
+    pub telemetry: Registry,
     /// Forwarded requests by region, method and answered status.
     pub forwarded: IntCounterVec,
     /// Forwarding latency to the response head, by region and method.
@@ -36,18 +36,16 @@ pub struct Metrics {
 
 impl Metrics {
     /// Fresh metrics in a new registry.
-    pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new();
-        let forwarded = IntCounterVec::new(
-            Opts::new(
-                "atoll_gateway_forwarded_requests_total",
-                "Requests forwarded to a region, by answered status",
-            ),
+    pub fn new() -> Result<Self, TelemetryError> {
+        let telemetry = Registry::new(&[])?;
+        let forwarded = telemetry.counter_vec(
+            "gateway_forwarded_requests_total",
+            "Requests forwarded to a region, by answered status",
             &["region", "method", "status"],
         )?;
-        let latency = HistogramVec::new(
+        let latency = telemetry.register(HistogramVec::new(
             HistogramOpts::new(
-                "atoll_gateway_forward_latency_seconds",
+                "gateway_forward_latency_seconds",
                 "Time from forwarding a request to the region's response head",
             )
             .buckets(vec![
@@ -55,35 +53,24 @@ impl Metrics {
                 1.0, 2.5, 5.0, 10.0,
             ]),
             &["region", "method"],
-        )?;
-        let reachable = IntGaugeVec::new(
-            Opts::new(
-                "atoll_gateway_region_reachable",
-                "1 while gossip knows a live server of the region",
-            ),
+        )?)?;
+        let reachable = telemetry.gauge_vec(
+            "gateway_region_reachable",
+            "1 while gossip knows a live server of the region",
             &["region"],
         )?;
-        let retries = IntCounterVec::new(
-            Opts::new(
-                "atoll_gateway_forward_retries_total",
-                "Forwarding attempts moved on to another server of the region",
-            ),
+        let retries = telemetry.counter_vec(
+            "gateway_forward_retries_total",
+            "Forwarding attempts moved on to another server of the region",
             &["region"],
         )?;
-        let rollouts = IntGaugeVec::new(
-            Opts::new(
-                "atoll_gateway_rollouts",
-                "Multi-region rollouts run by this gateway, by state",
-            ),
+        let rollouts = telemetry.gauge_vec(
+            "gateway_rollouts",
+            "Multi-region rollouts run by this gateway, by state",
             &["state"],
         )?;
-        registry.register(Box::new(forwarded.clone()))?;
-        registry.register(Box::new(latency.clone()))?;
-        registry.register(Box::new(reachable.clone()))?;
-        registry.register(Box::new(retries.clone()))?;
-        registry.register(Box::new(rollouts.clone()))?;
         Ok(Self {
-            registry,
+            telemetry,
             forwarded,
             latency,
             reachable,
@@ -92,13 +79,14 @@ impl Metrics {
         })
     }
 
+    /// The registry, for code that takes a `&prometheus::Registry`.
+    pub fn registry(&self) -> &prometheus::Registry {
+        self.telemetry.registry()
+    }
+
     /// Every metric in Prometheus' text format.
     pub fn text(&self) -> String {
-        let mut out = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
-            tracing::warn!(error = %e, "encoding metrics");
-        }
-        String::from_utf8(out).unwrap_or_default()
+        self.telemetry.render_prometheus()
     }
 }
 

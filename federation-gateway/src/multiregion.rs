@@ -10,10 +10,10 @@
 //! each batch until every region of it is healthy, then registers the next.
 //!
 //! A region is healthy when the latest deployment of the registered job
-//! version there is `successful`, or when its allocations of that version
-//! are running at the desired count (with no deployment, or one still
-//! running: region servers do not yet track allocation health in
-//! deployments, so a running deployment never completes on its own).
+//! version there is `successful` (the region's deployment watcher judged
+//! its allocations healthy), or, for a job version without a deployment
+//! (no `update` block, batch jobs), when its allocations of that version
+//! are running at the desired count.
 //! A region fails when its deployment fails or is cancelled, when its
 //! register is refused, or when it is not healthy within the configured
 //! rollout deadline. Then `Strategy.OnFailure` decides: `fail_all` stops
@@ -500,8 +500,9 @@ async fn region_health(s: &FrontState, region: &str, job: &Job, version: u64) ->
                                     .unwrap_or_default()
                             ))
                         }
-                        // Still running: the allocations below decide.
-                        _ => {}
+                        // Running, paused or waiting for promotion: the
+                        // region's deployment watcher decides.
+                        _ => return Health::Pending,
                     }
                 }
             }

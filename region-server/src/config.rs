@@ -103,6 +103,12 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     /// This server's key (PEM).
     pub key_file: PathBuf,
+    /// Serve the HTTP API over TLS too (with this certificate).
+    #[serde(default)]
+    pub http: bool,
+    /// With `http`, require client certificates of the CA.
+    #[serde(default)]
+    pub verify_https_client: bool,
 }
 
 impl Default for FileConfig {
@@ -157,6 +163,16 @@ pub struct ServerConfig {
     pub leader: crate::leader::LeaderConfig,
     /// The WAN gossip pool; `None` runs without one (static `join` only).
     pub gossip: Option<GossipSettings>,
+    /// Serve the HTTP API over TLS with the server's certificate; `None`
+    /// serves plain HTTP.
+    pub https: Option<HttpsSettings>,
+}
+
+/// The HTTP API over TLS.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpsSettings {
+    /// Require client certificates of the cluster CA.
+    pub verify_clients: bool,
 }
 
 /// Membership in the federation's gossip pool.
@@ -188,6 +204,7 @@ impl ServerConfig {
             raft: RaftTuning::default(),
             leader: Default::default(),
             gossip: None,
+            https: None,
         }
     }
 }

@@ -61,6 +61,12 @@ struct Args {
     /// This server's key (PEM).
     #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
     tls_key: Option<PathBuf>,
+    /// Serve the HTTP API over TLS with the server's certificate.
+    #[arg(long)]
+    https: bool,
+    /// With --https, require client certificates of the cluster CA.
+    #[arg(long, requires = "https")]
+    verify_https_client: bool,
     /// Smallest heartbeat TTL handed to clients (Go duration, default 10s).
     #[arg(long)]
     heartbeat_min_ttl: Option<String>,
@@ -99,6 +105,12 @@ fn build_config(args: Args) -> anyhow::Result<ServerConfig> {
         .data_dir
         .or(file.data_dir)
         .unwrap_or_else(|| std::env::temp_dir().join(format!("atoll-{region}-{name}")));
+    let https = (args.https || file.tls.as_ref().is_some_and(|t| t.http)).then(|| {
+        region_server::config::HttpsSettings {
+            verify_clients: args.verify_https_client
+                || file.tls.as_ref().is_some_and(|t| t.verify_https_client),
+        }
+    });
     let tls = match (args.tls_ca, args.tls_cert, args.tls_key, file.tls) {
         (Some(ca), Some(cert), Some(key), _) => TlsSource::Files { ca, cert, key },
         (_, _, _, Some(t)) => TlsSource::Files {
@@ -165,6 +177,7 @@ fn build_config(args: Args) -> anyhow::Result<ServerConfig> {
         raft: file.raft,
         leader,
         gossip,
+        https,
     })
 }
 

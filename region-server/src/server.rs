@@ -240,22 +240,36 @@ impl RegionServer {
             }
         }));
 
-        let mut rx = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let stop = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            use axum::serve::ListenerExt;
-            let listener = http_listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::error!(error = %e, "HTTP server failed");
+        match cfg.https {
+            Some(h) => {
+                let config = ops_kit::https::server_config(&tls, h.verify_clients)
+                    .context("HTTPS settings")?;
+                tasks.push(tokio::spawn(ops_kit::https::serve(
+                    http_listener,
+                    router,
+                    config,
+                    shutdown_rx.clone(),
+                )));
             }
-        }));
+            None => {
+                let mut rx = shutdown_rx.clone();
+                tasks.push(tokio::spawn(async move {
+                    let stop = async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    };
+                    use axum::serve::ListenerExt;
+                    let listener = http_listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    if let Err(e) = axum::serve(listener, router)
+                        .with_graceful_shutdown(stop)
+                        .await
+                    {
+                        tracing::error!(error = %e, "HTTP server failed");
+                    }
+                }));
+            }
+        }
 
         tasks.push(tokio::spawn(
             metrics

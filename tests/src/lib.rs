@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -836,6 +836,104 @@ impl TestFederation {
         }
         for r in self.regions.drain(..) {
             r.shutdown().await;
+        }
+    }
+}
+
+// ---- atoll dev as a process ----
+
+/// `atoll dev` running as a child process on system-picked ports, its
+/// output in `<dir>/dev.log`.
+pub struct DevProcess {
+    /// The process (killed when dropped).
+    pub proc: Proc,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// `dev.json`: every address.
+    pub info: Value,
+}
+
+impl DevProcess {
+    /// Starts `atoll dev --http-port 0 --data-dir <dir>/dev <extra>` and waits
+    /// (up to `timeout`) for `dev.json`, written once every region has a
+    /// leader and every client registered.
+    pub async fn start(
+        bin: &Path,
+        dir: &Path,
+        extra: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let data_dir = dir.join("dev");
+        let log = std::fs::File::create(dir.join("dev.log")).context("dev.log")?;
+        let child = std::process::Command::new(bin)
+            .args(["dev", "--http-port", "0", "--data-dir"])
+            .arg(&data_dir)
+            .args(extra)
+            .stdout(log.try_clone().context("dev.log")?)
+            .stderr(log)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .context("starting atoll dev")?;
+        let mut proc = Proc { child };
+        let path = data_dir.join("dev.json");
+        let deadline = Instant::now() + timeout;
+        let info = loop {
+            if let Some(v) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            {
+                break v;
+            }
+            if let Some(status) = proc.child.try_wait().context("waiting for atoll dev")? {
+                let log = std::fs::read_to_string(dir.join("dev.log")).unwrap_or_default();
+                bail!("atoll dev exited with {status}:\n{log}");
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "atoll dev not up within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        Ok(Self {
+            proc,
+            data_dir,
+            info,
+        })
+    }
+
+    /// The gateway's base URL.
+    pub fn gateway(&self) -> anyhow::Result<String> {
+        self.info["Gateway"]
+            .as_str()
+            .map(str::to_string)
+            .context("dev.json names no gateway")
+    }
+
+    /// SIGINT (Ctrl-C), then wait up to `timeout` for the exit status.
+    pub async fn interrupt(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &self.proc.child.id().to_string()])
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(sent.success(), "SIGINT to atoll dev failed");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self
+                .proc
+                .child
+                .try_wait()
+                .context("waiting for atoll dev")?
+            {
+                return Ok(s);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "atoll dev still runs {timeout:?} after SIGINT"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }

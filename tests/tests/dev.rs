@@ -6,10 +6,9 @@
 //! stopped everywhere with `-global`, and Ctrl-C stops the federation.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use atoll_tests::{workspace_binary, Proc};
+use atoll_tests::{workspace_binary, DevProcess};
 use serde_json::Value;
 
 struct Out {
@@ -94,33 +93,12 @@ async fn atoll_dev_runs_the_example_job_in_both_regions_through_the_cli() {
     let _serial = atoll_tests::serial().await;
     let bin = workspace_binary("atoll", "atoll").expect("build atoll");
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("dev");
-    let log = std::fs::File::create(dir.path().join("dev.log")).expect("log file");
-    let child = std::process::Command::new(&bin)
-        .args(["dev", "--http-port", "0", "--data-dir"])
-        .arg(&data)
-        .stdout(log.try_clone().expect("log file"))
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start atoll dev");
-    let mut dev = Proc { child };
-    let pid = dev.child.id();
-
-    // dev.json appears once every region has a leader and every client
-    // registered.
-    let info: Value = until("atoll dev to come up", Duration::from_secs(120), || {
-        let path = data.join("dev.json");
-        async move {
-            let text = std::fs::read_to_string(path).ok()?;
-            serde_json::from_str(&text).ok()
-        }
-    })
-    .await;
-    let gw = info["Gateway"]
-        .as_str()
-        .expect("gateway address")
-        .to_string();
+    let mut dev = DevProcess::start(&bin, dir.path(), &[], Duration::from_secs(120))
+        .await
+        .expect("atoll dev comes up");
+    let data = dev.data_dir.clone();
+    let info = dev.info.clone();
+    let gw = dev.gateway().expect("gateway address");
     assert_eq!(info["Address"], info["Gateway"], "{info}");
     for region in ["eu", "us"] {
         assert_eq!(
@@ -284,22 +262,10 @@ async fn atoll_dev_runs_the_example_job_in_both_regions_through_the_cli() {
     assert!(out.stderr.contains("ATOLL_ADDR"), "{out}");
 
     // Ctrl-C stops everything and exits 0; the given data dir stays.
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(sent.success(), "SIGINT to atoll dev");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = dev.child.try_wait().expect("wait for atoll dev") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "atoll dev still runs 60 s after SIGINT"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = dev
+        .interrupt(Duration::from_secs(60))
+        .await
+        .expect("atoll dev stops on SIGINT");
     assert!(status.success(), "atoll dev exited with {status}");
     assert!(data.join("dev.json").exists());
 }

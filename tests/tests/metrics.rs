@@ -576,6 +576,11 @@ fn example_configs_parse() {
     assert_eq!(client.region, "eu");
     assert_eq!(client.servers.len(), 3);
     assert_eq!(client.reserved.cpu, 500);
+    let gateway: federation_gateway::config::FileConfig =
+        ops_kit::config::load_toml(&dir.join("gateway.toml")).expect("config/gateway.toml");
+    assert_eq!(gateway.region, "eu");
+    assert!(gateway.tls.as_ref().is_some_and(|t| t.http));
+    assert_eq!(gateway.gossip.retry_join.len(), 2);
 }
 
 /// `--log-level` takes per-module directives and refuses bad ones;

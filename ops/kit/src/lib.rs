@@ -2,7 +2,7 @@
 //! logging and metrics ([`telemetry`]), configuration files ([`config`]), and
 //! membership in the federation's WAN gossip pool ([`gossip`]), who may call
 //! which gRPC service ([`authz`]), and HTTP carried over gRPC between regions
-//! ([`forward`]).
+//! ([`forward`]), and serving an HTTP API over TLS ([`https`]).
 //!
 //! This crate sits just above `proto` in the workspace: every binary (region
 //! server, federation gateway, client agent, CLI) depends on it, and it depends
@@ -14,6 +14,7 @@ pub mod authz;
 pub mod config;
 pub mod forward;
 pub mod gossip;
+pub mod https;
 pub mod pki;
 pub mod telemetry;
 pub mod tls;

@@ -1,5 +1,6 @@
-//! Serving the HTTP API over TLS: the gateway's own certificate, and, when
-//! asked, client certificates verified against the cluster CA.
+//! Serving an HTTP API over TLS (region servers and gateways): the
+//! process's own certificate, and, when asked, client certificates
+//! verified against the cluster CA.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use rustls::RootCertStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use ops_kit::tls::CertBundle;
+use crate::tls::CertBundle;
 
 /// Why the TLS settings could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +24,7 @@ pub fn server_config(
     bundle: &CertBundle,
     verify_clients: bool,
 ) -> Result<Arc<rustls::ServerConfig>, HttpsError> {
-    ops_kit::tls::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let bad = |what: &str, e: &dyn std::fmt::Display| HttpsError(format!("{what}: {e}"));
     let certs = CertificateDer::pem_slice_iter(bundle.cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
