@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 mod atoll_region;
+pub mod c1m;
 mod etcd;
 mod load;
 pub mod raft;
@@ -25,6 +26,10 @@ pub enum BenchCommand {
     /// CPU) and --clients simulated nodes heartbeating a 3-server region
     /// (leader CPU).
     Clients(crate::bench_clients::ClientsBenchArgs),
+    /// Nomad's C1M: --nodes simulated nodes, --jobs x --count allocations
+    /// submitted at once to a 3-server region; time until all are placed
+    /// and committed, placements/s, peak RSS per server.
+    C1m(c1m::C1mArgs),
 }
 
 /// Run one `atoll bench` subcommand; Ctrl-C stops it and still cleans up.
@@ -34,6 +39,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             BenchCommand::Raft(args) => raft::run(args).await,
             BenchCommand::Gossip(args) => crate::bench_gossip::run(args).await,
             BenchCommand::Clients(args) => crate::bench_clients::run(args).await,
+            BenchCommand::C1m(args) => c1m::run(args).await,
         }
     };
     tokio::select! {
