@@ -418,7 +418,7 @@ async fn scenario(
             Ok(()) => ok += 1,
             Err(e) => anyhow::bail!("a node failed to register: {e}"),
         }
-        if ok % 1000 == 0 {
+        if ok.is_multiple_of(1000) {
             eprintln!("c1m: {ok} of {} nodes registered", args.nodes);
         }
         if ok == args.nodes {
