@@ -30,6 +30,7 @@ use prometheus::{
 use tokio::sync::watch;
 
 use crate::leader::LeaderHandle;
+use crate::raft::log_store::Appended;
 use crate::service::Service;
 use crate::state::{table, Tables};
 
@@ -164,15 +165,18 @@ impl Metrics {
 
     /// Registers the scrape-time collector over `service` and `leader`.
     /// `committed` is the log store's commit index
-    /// ([`crate::raft::log_store::LogStore::committed_index`]).
+    /// ([`crate::raft::log_store::LogStore::committed_index`]), `appended`
+    /// its appended entries and bytes
+    /// ([`crate::raft::log_store::LogStore::appended`]).
     pub fn install(
         &self,
         service: Service,
         leader: LeaderHandle,
         committed: Arc<AtomicU64>,
+        appended: Arc<Appended>,
     ) -> Result<(), TelemetryError> {
         self.telemetry
-            .register(ServerCollector::new(service, leader, committed)?)?;
+            .register(ServerCollector::new(service, leader, committed, appended)?)?;
         Ok(())
     }
 
@@ -244,6 +248,7 @@ pub struct ServerCollector {
     service: Service,
     leader: LeaderHandle,
     committed: Arc<AtomicU64>,
+    appended: Arc<Appended>,
     cache: Arc<Mutex<Cache>>,
     raft_term: IntGauge,
     raft_commit_index: IntGauge,
@@ -254,6 +259,8 @@ pub struct ServerCollector {
     raft_voters: IntGauge,
     raft_last_contact: prometheus::Gauge,
     raft_replication_lag: IntGaugeVec,
+    raft_appended_entries: IntCounter,
+    raft_appended_bytes: IntCounter,
     broker: IntGaugeVec,
     heartbeats_active: IntGauge,
     jobs: IntGaugeVec,
@@ -267,12 +274,14 @@ impl ServerCollector {
         service: Service,
         leader: LeaderHandle,
         committed: Arc<AtomicU64>,
+        appended: Arc<Appended>,
     ) -> Result<Self, prometheus::Error> {
         let g = IntGauge::new;
         let gv =
             |name: &str, help: &str, label: &str| IntGaugeVec::new(Opts::new(name, help), &[label]);
         Ok(Self {
             committed,
+            appended,
             service,
             leader,
             cache: Arc::default(),
@@ -306,6 +315,14 @@ impl ServerCollector {
                 ),
                 &["peer"],
             )?,
+            raft_appended_entries: IntCounter::new(
+                "raft_log_appended_entries_total",
+                "Raft log entries appended to this server's log",
+            )?,
+            raft_appended_bytes: IntCounter::new(
+                "raft_log_appended_bytes_total",
+                "Bytes of the Raft log entries appended to this server's log, as encoded",
+            )?,
             broker: gv(
                 "broker_evaluations",
                 "Evaluations in the leader's broker by state (ready, unacked, pending, delayed, blocked, failed)",
@@ -326,7 +343,7 @@ impl ServerCollector {
         })
     }
 
-    fn parts(&self) -> [&dyn Collector; 15] {
+    fn parts(&self) -> [&dyn Collector; 17] {
         [
             &self.raft_term,
             &self.raft_commit_index,
@@ -337,6 +354,8 @@ impl ServerCollector {
             &self.raft_voters,
             &self.raft_last_contact,
             &self.raft_replication_lag,
+            &self.raft_appended_entries,
+            &self.raft_appended_bytes,
             &self.broker,
             &self.heartbeats_active,
             &self.jobs,
@@ -378,6 +397,15 @@ impl ServerCollector {
                     .with_label_values(&[name.as_str()])
                     .set(last_log.saturating_sub(at) as i64);
             }
+        }
+
+        // Counters that follow the log store's totals.
+        for (counter, total) in [
+            (&self.raft_appended_entries, &self.appended.entries),
+            (&self.raft_appended_bytes, &self.appended.bytes),
+        ] {
+            let total = total.load(Ordering::Relaxed);
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
 
         let stats = self.leader.broker.with(|b| b.stats());

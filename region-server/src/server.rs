@@ -108,6 +108,7 @@ impl RegionServer {
         let metrics = Metrics::new(&cfg.region).context("metrics registry")?;
         let log_store = LogStore::open(&cfg.data_dir.join("raft.db")).await?;
         let committed = log_store.committed_index();
+        let appended = log_store.appended();
         let store = StateStore::default();
         let sm = StateMachine::open(&cfg.data_dir.join("snapshots"), store.clone())
             .await?
@@ -162,7 +163,7 @@ impl RegionServer {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let leader = LeaderHandle::new(&cfg.leader).with_metrics(metrics.leader.clone());
         metrics
-            .install(service.clone(), leader.clone(), committed)
+            .install(service.clone(), leader.clone(), committed, appended)
             .context("metrics registry")?;
         let mut tasks = Vec::new();
 

@@ -610,11 +610,11 @@ fn expected_heartbeat_rate(nodes: usize) -> f64 {
     nodes as f64 / mean_interval
 }
 
-struct ServerSpec {
-    name: String,
-    http: String,
-    rpc: String,
-    gossip: String,
+pub(crate) struct ServerSpec {
+    pub(crate) name: String,
+    pub(crate) http: String,
+    pub(crate) rpc: String,
+    pub(crate) gossip: String,
 }
 
 async fn fleet_mode(
@@ -810,7 +810,7 @@ async fn fleet_scenario(
 
 /// The slot of the leader every server names through `/v1/status/leader`,
 /// if they all agree and it is one of them.
-async fn agreed_leader(http: &reqwest::Client, specs: &[ServerSpec]) -> Option<usize> {
+pub(crate) async fn agreed_leader(http: &reqwest::Client, specs: &[ServerSpec]) -> Option<usize> {
     let mut seen = None;
     for s in specs {
         let v = get_json(http, &format!("http://{}/v1/status/leader", s.http))
@@ -831,14 +831,14 @@ async fn agreed_leader(http: &reqwest::Client, specs: &[ServerSpec]) -> Option<u
 // Processes and /proc
 
 /// A child process, killed (SIGKILL) and reaped when dropped.
-struct ChildGuard {
-    name: String,
+pub(crate) struct ChildGuard {
+    pub(crate) name: String,
     child: Child,
     log: PathBuf,
 }
 
 impl ChildGuard {
-    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Self> {
         let child = cmd
             .spawn()
             .with_context(|| format!("spawning {name} ({:?})", cmd.get_program()))?;
@@ -849,12 +849,12 @@ impl ChildGuard {
         })
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// How it exited, if it did.
-    fn exited(&mut self) -> Option<String> {
+    pub(crate) fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
             Ok(Some(status)) => Some(format!("{} {status}", self.name)),
             Ok(None) => None,
@@ -862,7 +862,7 @@ impl ChildGuard {
         }
     }
 
-    fn log_tail(&self, lines: usize) -> String {
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
@@ -879,7 +879,7 @@ impl Drop for ChildGuard {
 /// `name` in `--bin-dir`, else next to this executable, else in its parent
 /// directory (tests and examples run from `target/<profile>/deps` or
 /// `.../examples`).
-fn find_binary(name: &str, bin_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(crate) fn find_binary(name: &str, bin_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     let mut candidates = Vec::new();
     if let Some(d) = bin_dir {
         candidates.push(d.join(name));
@@ -927,14 +927,14 @@ impl Usage {
 
 /// Memory of a process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Memory {
-    rss_kib: u64,
-    hwm_kib: u64,
-    threads: u64,
+pub(crate) struct Memory {
+    pub(crate) rss_kib: u64,
+    pub(crate) hwm_kib: u64,
+    pub(crate) threads: u64,
 }
 
 /// utime + stime of every thread of `pid` (clock ticks).
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     parse_stat_ticks(&text).with_context(|| format!("parsing {path}"))
@@ -952,7 +952,7 @@ fn parse_stat_ticks(text: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-fn memory(pid: u32) -> anyhow::Result<Memory> {
+pub(crate) fn memory(pid: u32) -> anyhow::Result<Memory> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     Ok(parse_status(&text))
@@ -982,7 +982,7 @@ fn parse_status(text: &str) -> Memory {
 
 /// `sysconf(_SC_CLK_TCK)` as `getconf CLK_TCK` tells it; 100 (Linux's USER_HZ
 /// everywhere in practice) when that fails.
-fn clock_ticks() -> u64 {
+pub(crate) fn clock_ticks() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .stderr(Stdio::null())
@@ -995,7 +995,7 @@ fn clock_ticks() -> u64 {
         .unwrap_or(100)
 }
 
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -1013,7 +1013,7 @@ fn verdict(ok: bool) -> &'static str {
 // ---------------------------------------------------------------------------
 // HTTP and waiting
 
-async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+pub(crate) async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
     let resp = http
         .get(url)
         .send()
@@ -1027,7 +1027,11 @@ async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
 }
 
 /// Poll `check` every 500 ms until it returns `Some`, at most `timeout`.
-async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+pub(crate) async fn wait_for<T, F, Fut>(
+    timeout: Duration,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

@@ -364,7 +364,8 @@ async fn schedule(
             config: &cfg.scheduler,
             rng_seed: seed(&eval.id, attempt),
         };
-        let result = scheduler::process(&ctx, eval).map_err(|e| format!("scheduler: {e}"))?;
+        let result =
+            cpu_heavy(|| scheduler::process(&ctx, eval)).map_err(|e| format!("scheduler: {e}"))?;
         let mut evals = vec![result.eval_update];
         evals.extend(result.blocked_eval);
         evals.extend(result.followup_evals);
@@ -397,6 +398,19 @@ async fn schedule(
     ))
 }
 
+/// Runs CPU-bound work (scheduling, plan checks, state apply) so that it
+/// does not hold up the other tasks of this runtime worker: on a
+/// multi-threaded runtime the worker hands its queue to another thread
+/// first (`block_in_place`), so Raft heartbeats and votes keep being
+/// answered while a large evaluation is scheduled or applied; on a
+/// current-thread runtime (tests) it just runs.
+pub(crate) fn cpu_heavy<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn seed(id: &str, attempt: usize) -> u64 {
     id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -417,10 +431,14 @@ async fn plan_applier(
             s = rx.recv() => match s { Some(s) => s, None => return },
             _ = stop.changed() => return,
         };
+        let mut allocs_in_batch = plan_allocs(&first.plan);
         let mut batch = vec![first];
-        while batch.len() < 64 {
+        while !batch_is_full(batch.len(), allocs_in_batch) {
             match rx.try_recv() {
-                Ok(s) => batch.push(s),
+                Ok(s) => {
+                    allocs_in_batch += plan_allocs(&s.plan);
+                    batch.push(s);
+                }
                 Err(_) => break,
             }
         }
@@ -432,62 +450,64 @@ async fn plan_applier(
         let mut deployments: Vec<Deployment> = Vec::new();
         let mut partial = Vec::with_capacity(batch.len());
         let mut placed = 0usize;
-        for sub in &batch {
-            let result = scheduler::evaluate_plan(&overlay, &sub.plan);
-            // The state keeps allocations without an embedded job copy, so
-            // the Raft entry need not carry one per allocation either.
-            let accepted: Vec<Allocation> = result
-                .node_update
-                .values()
-                .chain(result.node_allocation.values())
-                .flatten()
-                .map(|a| Allocation {
-                    job: None,
-                    ..a.clone()
-                })
-                .collect();
-            placed += result
-                .node_allocation
-                .values()
-                .flatten()
-                .filter(|a| !overlay.allocs.contains_key(&a.id))
-                .count();
-            // Later plans in this batch are checked against this one's effect.
-            let scratch_index = overlay.index;
-            overlay.apply(
-                scratch_index,
-                Command::AllocUpsert {
-                    allocs: accepted.clone(),
-                },
-            );
-            allocs.extend(accepted);
-            let rejected = !result.rejected_nodes.is_empty();
-            // A partially rejected plan is planned again; its evaluation is
-            // written with the final attempt only.
-            if !rejected {
-                evals.extend(sub.evals.iter().cloned());
-            }
-            deployments.extend(result.deployment.clone());
-            for u in &result.deployment_updates {
-                let current = deployments
-                    .iter()
-                    .rev()
-                    .find(|d| d.id == u.deployment_id)
-                    .cloned()
-                    .or_else(|| {
-                        overlay
-                            .deployments
-                            .get(&u.deployment_id)
-                            .map(|d| (**d).clone())
-                    });
-                if let Some(mut d) = current {
-                    d.status = u.status.clone();
-                    d.status_description = u.status_description.clone();
-                    deployments.push(d);
+        cpu_heavy(|| {
+            for sub in &batch {
+                let result = scheduler::evaluate_plan(&overlay, &sub.plan);
+                // The state keeps allocations without an embedded job copy, so
+                // the Raft entry need not carry one per allocation either.
+                let accepted: Vec<Allocation> = result
+                    .node_update
+                    .values()
+                    .chain(result.node_allocation.values())
+                    .flatten()
+                    .map(|a| Allocation {
+                        job: None,
+                        ..a.clone()
+                    })
+                    .collect();
+                placed += result
+                    .node_allocation
+                    .values()
+                    .flatten()
+                    .filter(|a| !overlay.allocs.contains_key(&a.id))
+                    .count();
+                // Later plans in this batch are checked against this one's effect.
+                let scratch_index = overlay.index;
+                overlay.apply(
+                    scratch_index,
+                    Command::AllocUpsert {
+                        allocs: accepted.clone(),
+                    },
+                );
+                allocs.extend(accepted);
+                let rejected = !result.rejected_nodes.is_empty();
+                // A partially rejected plan is planned again; its evaluation is
+                // written with the final attempt only.
+                if !rejected {
+                    evals.extend(sub.evals.iter().cloned());
                 }
+                deployments.extend(result.deployment.clone());
+                for u in &result.deployment_updates {
+                    let current = deployments
+                        .iter()
+                        .rev()
+                        .find(|d| d.id == u.deployment_id)
+                        .cloned()
+                        .or_else(|| {
+                            overlay
+                                .deployments
+                                .get(&u.deployment_id)
+                                .map(|d| (**d).clone())
+                        });
+                    if let Some(mut d) = current {
+                        d.status = u.status.clone();
+                        d.status_description = u.status_description.clone();
+                        deployments.push(d);
+                    }
+                }
+                partial.push(rejected);
             }
-            partial.push(rejected);
-        }
+        });
         let cmd = Command::PlanResults {
             allocs,
             evals,
@@ -517,6 +537,28 @@ async fn plan_applier(
             let _ = sub.reply.send(r);
         }
     }
+}
+
+/// Plans the applier commits together in one Raft entry, at most.
+const MAX_PLANS_PER_ENTRY: usize = 64;
+/// Allocations (placed or updated) the applier puts in one Raft entry
+/// before it stops adding plans: every server decodes and applies an entry
+/// at once, and a follower must receive it within one heartbeat interval,
+/// so entries stay a few MiB (a plan larger than this still goes alone).
+const MAX_ALLOCS_PER_ENTRY: usize = 2048;
+
+/// Whether a batch of `plans` plans holding `allocs` allocations is full.
+fn batch_is_full(plans: usize, allocs: usize) -> bool {
+    plans >= MAX_PLANS_PER_ENTRY || allocs >= MAX_ALLOCS_PER_ENTRY
+}
+
+/// Allocations a plan places or updates.
+fn plan_allocs(plan: &Plan) -> usize {
+    plan.node_update
+        .values()
+        .chain(plan.node_allocation.values())
+        .map(Vec::len)
+        .sum()
 }
 
 fn cmd_is_empty(cmd: &Command) -> bool {
@@ -609,5 +651,32 @@ async fn heartbeat_timers(
                 metrics.heartbeats_expired.inc();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applier_batches_are_bounded_by_plans_and_allocations() {
+        assert!(!batch_is_full(1, 0));
+        assert!(!batch_is_full(63, MAX_ALLOCS_PER_ENTRY - 1));
+        assert!(batch_is_full(MAX_PLANS_PER_ENTRY, 0));
+        // Two plans of 1,000 placements share an entry; a third waits.
+        assert!(!batch_is_full(2, 2000));
+        assert!(batch_is_full(3, 3000));
+        // One oversized plan fills a batch by itself.
+        assert!(batch_is_full(1, 10_000));
+    }
+
+    #[test]
+    fn plan_allocations_count_updates_and_placements() {
+        let mut plan = Plan::default();
+        let a = || Allocation::default();
+        plan.node_allocation.insert("n1".into(), vec![a(), a()]);
+        plan.node_allocation.insert("n2".into(), vec![a()]);
+        plan.node_update.insert("n1".into(), vec![a()]);
+        assert_eq!(plan_allocs(&plan), 4);
     }
 }

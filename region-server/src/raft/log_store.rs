@@ -68,6 +68,18 @@ struct Shared {
     cache: Mutex<Cache>,
     /// The last index saved as committed (for metrics).
     committed: Arc<AtomicU64>,
+    /// Entries and encoded bytes appended to this log (for metrics).
+    appended: Arc<Appended>,
+}
+
+/// Entries and encoded bytes appended to a log store since it opened
+/// (the leader's own entries and those replicated to a follower alike).
+#[derive(Debug, Default)]
+pub struct Appended {
+    /// Entries appended.
+    pub entries: AtomicU64,
+    /// Bytes of their encoding, as written to sqlite.
+    pub bytes: AtomicU64,
 }
 
 impl Shared {
@@ -166,6 +178,7 @@ impl LogStore {
                 last_purged,
             }),
             committed: Arc::default(),
+            appended: Arc::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer_task(pool.clone(), rx));
@@ -180,6 +193,12 @@ impl LogStore {
     /// current by `save_committed`/`read_committed`: the commit index gauge.
     pub fn committed_index(&self) -> Arc<AtomicU64> {
         self.shared.committed.clone()
+    }
+
+    /// Counts of what was appended since open: the appended entries and
+    /// bytes counters.
+    pub fn appended(&self) -> Arc<Appended> {
+        self.shared.appended.clone()
     }
 
     async fn write_meta<T: serde::Serialize>(
@@ -410,9 +429,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             let blob = serde_json::to_vec(&entry)
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, AnyError::new(&e)))?;
+            self.shared
+                .appended
+                .bytes
+                .fetch_add(blob.len() as u64, Ordering::Relaxed);
             rows.push((entry.log_id.index, blob));
             cached.push(entry);
         }
+        self.shared
+            .appended
+            .entries
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
         {
             let mut cache = self.shared.cache();
             for e in cached {

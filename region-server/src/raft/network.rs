@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -122,6 +123,27 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 #[error("{0}")]
 struct Msg(String);
 
+/// The largest AppendEntries request sent with more than one entry. openraft
+/// 0.9 allows one heartbeat interval (100 ms by default) per AppendEntries,
+/// so a follower catching up on large entries (plan results) gets them a
+/// few at a time instead of timing out over and over.
+pub const MAX_APPEND_BYTES: usize = 4 * 1024 * 1024;
+
+/// How many leading entries of the given encoded sizes fit in `limit` bytes
+/// (at least one, so a single large entry is still sent).
+pub fn entries_that_fit(sizes: impl IntoIterator<Item = usize>, limit: usize) -> usize {
+    let mut total = 0usize;
+    let mut n = 0usize;
+    for size in sizes {
+        total = total.saturating_add(size);
+        if total > limit {
+            break;
+        }
+        n += 1;
+    }
+    n.max(1)
+}
+
 fn encode<T: Serialize>(v: &T) -> Result<Payload, serde_json::Error> {
     Ok(Payload {
         data: serde_json::to_vec(v)?,
@@ -140,11 +162,25 @@ impl Network {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.call_encoded(method, payload, ttl).await
+    }
+
+    /// [`Network::call`] with the request already encoded.
+    async fn call_encoded<Resp, E>(
+        &mut self,
+        method: &'static str,
+        payload: Payload,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<NodeId, ServerNode, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&Msg(e.clone())))),
         };
-        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = Request::new(payload);
         request.set_timeout(ttl);
         let reply = match method {
@@ -188,7 +224,21 @@ impl RaftNetwork<TypeConfig> for Network {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ServerNode, RaftError<NodeId>>>
     {
-        self.call("append", &rpc, option.hard_ttl()).await
+        let payload = encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if payload.data.len() > MAX_APPEND_BYTES && rpc.entries.len() > 1 {
+            // openraft times an AppendEntries out after one heartbeat
+            // interval: ask it to send fewer entries at a time.
+            let sizes = rpc
+                .entries
+                .iter()
+                .map(|e| serde_json::to_vec(e).map(|v| v.len()).unwrap_or(usize::MAX));
+            let hint = entries_that_fit(sizes, MAX_APPEND_BYTES);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(hint as u64),
+            ));
+        }
+        self.call_encoded("append", payload, option.hard_ttl())
+            .await
     }
 
     async fn install_snapshot(
@@ -257,5 +307,20 @@ impl RaftService for RaftGrpc {
     async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = self.decode(req)?;
         reply(&self.raft.install_snapshot(rpc).await)
+    }
+}
+
+#[cfg(test)]
+mod append_limit_tests {
+    use super::*;
+
+    #[test]
+    fn entries_fit_until_the_limit() {
+        assert_eq!(entries_that_fit([10, 10, 10], 25), 2);
+        assert_eq!(entries_that_fit([10, 10, 10], 30), 3);
+        assert_eq!(entries_that_fit([10, 10, 10], 100), 3);
+        // A single entry over the limit is still sent alone.
+        assert_eq!(entries_that_fit([50, 10], 25), 1);
+        assert_eq!(entries_that_fit(std::iter::empty(), 25), 1);
     }
 }

@@ -162,19 +162,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut a = lock(&self.applied);
         let mut tables = (*self.store.snapshot()).clone();
         let mut out = Vec::new();
-        for entry in entries {
-            let index = entry.log_id.index;
-            a.last_applied = Some(entry.log_id);
-            tables.index = index;
-            match entry.payload {
-                EntryPayload::Blank => out.push(CommandResponse::Ok),
-                EntryPayload::Normal(cmd) => out.push(tables.apply(index, cmd)),
-                EntryPayload::Membership(m) => {
-                    a.membership = StoredMembership::new(Some(entry.log_id), m);
-                    out.push(CommandResponse::Ok);
+        crate::leader::cpu_heavy(|| {
+            for entry in entries {
+                let index = entry.log_id.index;
+                a.last_applied = Some(entry.log_id);
+                tables.index = index;
+                match entry.payload {
+                    EntryPayload::Blank => out.push(CommandResponse::Ok),
+                    EntryPayload::Normal(cmd) => out.push(tables.apply(index, cmd)),
+                    EntryPayload::Membership(m) => {
+                        a.membership = StoredMembership::new(Some(entry.log_id), m);
+                        out.push(CommandResponse::Ok);
+                    }
                 }
             }
-        }
+        });
         self.store.publish(tables);
         Ok(out)
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 mod atoll_region;
+pub mod c1m;
 mod etcd;
 pub mod load;
 pub mod raft;
@@ -28,6 +29,10 @@ pub enum BenchCommand {
     /// A read forwarded through a federation gateway against the same read
     /// made directly at a region server: added latency, forwarded reads/s.
     Gateway(crate::bench_gateway::GatewayBenchArgs),
+    /// Nomad's C1M: --nodes simulated nodes, --jobs x --count allocations
+    /// submitted at once to a 3-server region; time until all are placed
+    /// and committed, placements/s, peak RSS per server.
+    C1m(c1m::C1mArgs),
 }
 
 /// Run one `atoll bench` subcommand; Ctrl-C stops it and still cleans up.
@@ -38,6 +43,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             BenchCommand::Gossip(args) => crate::bench_gossip::run(args).await,
             BenchCommand::Clients(args) => crate::bench_clients::run(args).await,
             BenchCommand::Gateway(args) => crate::bench_gateway::run(args).await,
+            BenchCommand::C1m(args) => c1m::run(args).await,
         }
     };
     tokio::select! {
