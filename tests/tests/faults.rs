@@ -577,3 +577,78 @@ async fn gateway_killed_while_requests_flow() -> anyhow::Result<()> {
     );
     assert_clean(&s)
 }
+
+/// The status (`ready`, `down`, ...) of the node called `name`, as a
+/// server of region `a` sees it.
+async fn node_status(run: &Run, name: &str) -> Option<String> {
+    for i in run.fed.servers("a") {
+        let url = format!("{}/v1/nodes", run.fed.members[i].base());
+        if let Ok((StatusCode::OK, v)) = atoll_tests::get_json(&url).await {
+            return v
+                .as_array()?
+                .iter()
+                .find(|n| n["Name"] == name)
+                .and_then(|n| n["Status"].as_str().map(String::from));
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_frozen_then_resumed() -> anyhow::Result<()> {
+    let s = one_region(
+        "clientfreeze",
+        |fed| {
+            // Short heartbeat TTLs, so the frozen node goes down quickly.
+            fed.server_flags = ["--heartbeat-min-ttl", "2s", "--heartbeat-grace", "2s"]
+                .map(String::from)
+                .to_vec();
+            Ok(Vec::new())
+        },
+        |run| {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                let c1 = run
+                    .fed
+                    .of(atoll_tests::faults::cluster::Kind::Client, Some("a"))
+                    .first()
+                    .copied()
+                    .context("a client")?;
+                let name = run.fed.members[c1].name.clone();
+                run.fed.signal(c1, libc::SIGSTOP)?;
+                run.fault(format!(
+                    "SIGSTOP client {name} (no heartbeats, no status updates)"
+                ));
+                let r: &Run = run;
+                poll(
+                    &format!("{name} to be marked down"),
+                    Duration::from_secs(60),
+                    || async {
+                        (node_status(r, &name).await.as_deref() == Some("down")).then_some(())
+                    },
+                )
+                .await?;
+                run.fault(format!("{name} marked down"));
+                tokio::time::sleep(Duration::from_secs(4).min(run.left())).await;
+                run.fed.signal(c1, libc::SIGCONT)?;
+                run.fault(format!("SIGCONT client {name}"));
+                let r: &Run = run;
+                poll(
+                    &format!("{name} to be ready again"),
+                    Duration::from_secs(60),
+                    || async {
+                        (node_status(r, &name).await.as_deref() == Some("ready")).then_some(())
+                    },
+                )
+                .await?;
+                run.fault(format!("{name} ready again"));
+                while !run.over() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok(())
+            })
+        },
+    )
+    .await?;
+    assert_clean(&s)
+}
