@@ -66,7 +66,10 @@ impl Run {
         eprintln!("scenario {name}: seed {seed} (ATOLL_FAULT_SEED)");
         fed.start_all()?;
         for r in regions {
-            fed.wait_leader(r, None, DEFAULT_TIMEOUT).await?;
+            if let Err(e) = fed.wait_leader(r, None, DEFAULT_TIMEOUT).await {
+                eprintln!("logs:\n{}", fed.logs(40));
+                return Err(e.context(format!("scenario {name}: bootstrapping region {r}")));
+            }
         }
         for gw in fed.of(atoll_tests::faults::cluster::Kind::Gateway, None) {
             for r in regions {
