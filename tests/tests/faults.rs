@@ -310,7 +310,9 @@ where
     let servers = fed.plan_region("a", 3)?;
     fed.plan_client("a-c1", "a")?;
     fed.plan_client("a-c2", "a")?;
-    let _guards = prepare(&mut fed)?;
+    // Mounts live in the federation, so they go away after its processes
+    // and before its directory (also when the test fails).
+    fed.guards = prepare(&mut fed)?;
     let targets = BTreeMap::from([(
         "a".to_string(),
         servers.iter().map(|i| target(&fed, *i)).collect(),

@@ -113,7 +113,11 @@ pub struct ProcFederation {
     key: String,
     /// Every member, in the order added.
     pub members: Vec<Member>,
-    /// The temporary directory holding data, logs and certificates.
+    /// Things undone when the federation is dropped (mounts, ...), after
+    /// its processes are killed and before its directory is removed.
+    pub guards: Vec<Box<dyn std::any::Any + Send>>,
+    /// The temporary directory holding data, logs and certificates
+    /// (declared last: removed after everything above is dropped).
     pub dir: tempfile::TempDir,
     /// Extra server flags (e.g. heartbeat TTLs).
     pub server_flags: Vec<String>,
@@ -134,6 +138,7 @@ impl ProcFederation {
             ca: DevCa::generate().context("generating a CA")?,
             key: ops_kit::gossip::Keyring::generate_key(),
             members: Vec::new(),
+            guards: Vec::new(),
             dir,
             server_flags: Vec::new(),
         })
