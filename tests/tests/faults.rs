@@ -208,7 +208,7 @@ fn target(fed: &ProcFederation, i: usize) -> Target {
 }
 
 /// Something undone when dropped (a mount, ...).
-type Guard = Box<dyn std::any::Any + Send>;
+type Guard = Box<dyn std::any::Any + Send + Sync>;
 
 /// A small tmpfs mounted at a directory; unmounted (lazily) when dropped,
 /// also when the test fails.

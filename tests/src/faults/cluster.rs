@@ -115,7 +115,7 @@ pub struct ProcFederation {
     pub members: Vec<Member>,
     /// Things undone when the federation is dropped (mounts, ...), after
     /// its processes are killed and before its directory is removed.
-    pub guards: Vec<Box<dyn std::any::Any + Send>>,
+    pub guards: Vec<Box<dyn std::any::Any + Send + Sync>>,
     /// The temporary directory holding data, logs and certificates
     /// (declared last: removed after everything above is dropped).
     pub dir: tempfile::TempDir,
