@@ -210,7 +210,18 @@ async fn main() -> anyhow::Result<()> {
         "region server {} listening: http {} rpc {}",
         server.service.node.name, server.http_addr, server.rpc_addr
     );
-    terminate_signal().await?;
+    tokio::select! {
+        r = terminate_signal() => r?,
+        error = server.service.raft_fatal() => {
+            // Raft cannot recover in this process (e.g. the disk filled
+            // while it wrote its log): exit with the error rather than
+            // stay up as a server that can neither serve nor vote.
+            // Exit as a crash would: no graceful leave of the gossip pool,
+            // which would make the leader remove this server from Raft.
+            tracing::error!(%error, "Raft stopped; exiting");
+            anyhow::bail!("Raft stopped: {error}");
+        }
+    }
     tracing::info!("shutting down");
     if leave {
         server.leave_and_shutdown().await?;

@@ -145,6 +145,11 @@ impl Service {
     /// The current leader, if known.
     pub fn leader(&self) -> Option<(NodeId, ServerNode)> {
         let m = self.raft.metrics().borrow().clone();
+        if m.running_state.is_err() || m.state == ServerState::Shutdown {
+            // Raft stopped (e.g. a storage error): the last leader it knew
+            // is no longer known, least of all this server itself.
+            return None;
+        }
         let id = m.current_leader?;
         if id == self.id && m.state == ServerState::Leader {
             // A leader cut off from its quorum is no leader to clients.
@@ -156,6 +161,22 @@ impl Service {
         }
         let node = m.membership_config.membership().get_node(&id).cloned()?;
         Some((id, node))
+    }
+
+    /// Resolves with the error once this server's Raft stopped for good
+    /// (a storage error such as a full disk stops openraft's core): the
+    /// server can no longer take part in its region and should exit, so
+    /// that it is restarted from its files. Never resolves otherwise.
+    pub async fn raft_fatal(&self) -> String {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Err(e) = &rx.borrow_and_update().running_state {
+                return e.to_string();
+            }
+            if rx.changed().await.is_err() {
+                return "Raft stopped".into();
+            }
+        }
     }
 
     /// Whether this server is the leader.

@@ -35,6 +35,8 @@ use tempfile::TempDir;
 
 pub use region_server;
 
+pub mod faults;
+
 /// The longest the harness waits for a leader or a server by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 

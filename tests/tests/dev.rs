@@ -91,6 +91,9 @@ async fn running(gw: &str, region: &str, job: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn atoll_dev_runs_the_example_job_in_both_regions_through_the_cli() {
     let _serial = atoll_tests::serial().await;
+    // reqwest is built without a default rustls provider: install ours
+    // before the first HTTP client.
+    ops_kit::tls::install_crypto_provider();
     let bin = workspace_binary("atoll", "atoll").expect("build atoll");
     let dir = tempfile::tempdir().expect("temp dir");
     let mut dev = DevProcess::start(&bin, dir.path(), &[], Duration::from_secs(120))

@@ -93,7 +93,14 @@ impl RaftTuning {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_threshold),
             max_in_snapshot_log_to_keep: self.trailing_logs,
             snapshot_max_chunk_size: 1024 * 1024,
-            max_payload_entries: 512,
+            // openraft 0.9 gives every AppendEntries the heartbeat
+            // interval (100 ms) to complete, catch-up batches included: a
+            // follower that restarted behind must receive, persist (fsync)
+            // and answer a batch within it, or the batch is dropped and
+            // resent forever. 512 entries of plans and jobs did not fit on
+            // a loaded machine (the fault suite's kill -9 scenario stalled
+            // its region); small batches make progress each round.
+            max_payload_entries: 32,
             ..Default::default()
         };
         cfg.validate().map_err(Box::new)
