@@ -57,6 +57,9 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_every_process_of_a_dev_federation() {
     let _serial = atoll_tests::serial().await;
+    // Built with the whole workspace, reqwest uses rustls without a
+    // default provider: install ours first.
+    ops_kit::tls::install_crypto_provider();
     let prometheus = which("prometheus").expect(
         "the prometheus binary is needed (Debian: apt-get install -y prometheus; .ci/run does it)",
     );
