@@ -617,22 +617,28 @@ pub(crate) struct ServerSpec {
     pub(crate) gossip: String,
 }
 
-async fn fleet_mode(
-    args: &ClientsBenchArgs,
+/// Three `region-server` processes (`bin`) bootstrapping the bench region
+/// under `dir` with a fresh CA, mTLS and one gossip pool, each logging to
+/// `<dir>/<name>.log`; `extra_args` go to every server.
+pub(crate) struct ProcessRegion {
+    /// Addresses of the three servers.
+    pub(crate) specs: Vec<ServerSpec>,
+    /// The running processes (killed when dropped).
+    pub(crate) servers: Vec<ChildGuard>,
+    /// A client certificate of the region, for simulated nodes.
+    pub(crate) client_tls: ops_kit::tls::CertBundle,
+}
+
+pub(crate) fn spawn_process_region(
     bin: &Path,
-    work_dir: &Path,
-    http: &reqwest::Client,
-    tck: u64,
-) -> anyhow::Result<FleetReport> {
-    let dir = tempfile::Builder::new()
-        .prefix("atoll-bench-clients-fleet-")
-        .tempdir_in(work_dir)
-        .with_context(|| format!("creating a directory under {}", work_dir.display()))?;
+    dir: &Path,
+    extra_args: &[String],
+) -> anyhow::Result<ProcessRegion> {
     let ca = DevCa::generate().context("generating the region's CA")?;
     let (ca_pem, cert, key) = ca
         .issue(Role::Server, REGION)
         .context("issuing server certificates")?
-        .write(&dir.path().join("tls"), "server")
+        .write(&dir.join("tls"), "server")
         .context("writing server certificates")?;
     let ports = crate::bench::free_ports(9)?;
     let specs: Vec<ServerSpec> = (0..3)
@@ -646,13 +652,13 @@ async fn fleet_mode(
     let gossip_key = ops_kit::gossip::Keyring::generate_key();
     let mut servers = Vec::new();
     for s in &specs {
-        let log_path = dir.path().join(format!("{}.log", s.name));
+        let log_path = dir.join(format!("{}.log", s.name));
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let mut cmd = Command::new(bin);
         cmd.args(["--name", &s.name, "--region", REGION])
             .arg("--data-dir")
-            .arg(dir.path().join(&s.name))
+            .arg(dir.join(&s.name))
             .args(["--http-addr", &s.http, "--rpc-addr", &s.rpc])
             .args(["--bootstrap-expect", "3"])
             .args(["--gossip-addr", &s.gossip, "--encrypt", &gossip_key])
@@ -666,11 +672,38 @@ async fn fleet_mode(
             .arg(&cert)
             .arg("--tls-key")
             .arg(&key)
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         servers.push(ChildGuard::spawn(&s.name, cmd, log_path)?);
     }
+    let client_tls = ca
+        .issue(Role::Client, REGION)
+        .context("issuing the nodes' certificate")?;
+    Ok(ProcessRegion {
+        specs,
+        servers,
+        client_tls,
+    })
+}
+
+async fn fleet_mode(
+    args: &ClientsBenchArgs,
+    bin: &Path,
+    work_dir: &Path,
+    http: &reqwest::Client,
+    tck: u64,
+) -> anyhow::Result<FleetReport> {
+    let dir = tempfile::Builder::new()
+        .prefix("atoll-bench-clients-fleet-")
+        .tempdir_in(work_dir)
+        .with_context(|| format!("creating a directory under {}", work_dir.display()))?;
+    let ProcessRegion {
+        specs,
+        mut servers,
+        client_tls,
+    } = spawn_process_region(bin, dir.path(), &[])?;
     eprintln!(
         "fleet: region-server pids {}",
         servers
@@ -679,9 +712,6 @@ async fn fleet_mode(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let client_tls = ca
-        .issue(Role::Client, REGION)
-        .context("issuing the fleet's certificate")?;
     let result = fleet_scenario(args, &specs, &mut servers, client_tls, http, tck).await;
     if result.is_err() {
         for s in &servers {

@@ -31,7 +31,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,13 +41,13 @@ use client_agent::driver::mock::MockDriver;
 use client_agent::driver::Drivers;
 use client_agent::fingerprint::{build_node, HostFacts, NodeIdentity};
 use client_agent::rpc::{ChannelPool, NodeAuth, RpcClient};
-use ops_kit::tls::{CertBundle, DevCa, Role};
+use ops_kit::tls::CertBundle;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
 use crate::bench_clients::{
-    agreed_leader, clock_ticks, find_binary, get_json, load_average, memory, wait_for, ChildGuard,
-    ServerSpec,
+    agreed_leader, clock_ticks, find_binary, get_json, load_average, memory, spawn_process_region,
+    wait_for, ChildGuard, ProcessRegion, ServerSpec,
 };
 
 const REGION: &str = "c1m";
@@ -181,53 +180,11 @@ pub async fn run(args: C1mArgs) -> anyhow::Result<()> {
         .prefix("atoll-bench-c1m-")
         .tempdir_in(&work_dir)
         .with_context(|| format!("creating a directory under {}", work_dir.display()))?;
-    let ca = DevCa::generate().context("generating the region's CA")?;
-    let (ca_pem, cert, key) = ca
-        .issue(Role::Server, REGION)
-        .context("issuing server certificates")?
-        .write(&dir.path().join("tls"), "server")
-        .context("writing server certificates")?;
-    let ports = crate::bench::free_ports(9)?;
-    let specs: Vec<ServerSpec> = (0..3)
-        .map(|i| ServerSpec {
-            name: format!("s{}", i + 1),
-            http: format!("127.0.0.1:{}", ports[3 * i]),
-            rpc: format!("127.0.0.1:{}", ports[3 * i + 1]),
-            gossip: format!("127.0.0.1:{}", ports[3 * i + 2]),
-        })
-        .collect();
-    let gossip_key = ops_kit::gossip::Keyring::generate_key();
-    let mut servers = Vec::new();
-    for s in &specs {
-        let log_path = dir.path().join(format!("{}.log", s.name));
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--name", &s.name, "--region", REGION])
-            .arg("--data-dir")
-            .arg(dir.path().join(&s.name))
-            .args(["--http-addr", &s.http, "--rpc-addr", &s.rpc])
-            .args(["--bootstrap-expect", "3"])
-            .args(["--gossip-addr", &s.gossip, "--encrypt", &gossip_key])
-            .args(["--retry-join", &specs[0].gossip]);
-        for other in &specs {
-            cmd.args(["--join", &other.rpc]);
-        }
-        cmd.arg("--tls-ca")
-            .arg(&ca_pem)
-            .arg("--tls-cert")
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .args(&args.server_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        servers.push(ChildGuard::spawn(&s.name, cmd, log_path)?);
-    }
-    let client_tls = ca
-        .issue(Role::Client, REGION)
-        .context("issuing the nodes' certificate")?;
+    let ProcessRegion {
+        specs,
+        mut servers,
+        client_tls,
+    } = spawn_process_region(&bin, dir.path(), &args.server_args)?;
     let result = scenario(&args, &specs, &mut servers, client_tls, &http).await;
     match &result {
         Ok(r) => r.print(&args),
