@@ -8,9 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::routing::put;
 use axum::Router;
-use proto::model::{
-    Deployment, JobRegisterResponse, DEPLOYMENT_STATUS_PAUSED, DEPLOYMENT_STATUS_RUNNING,
-};
+use proto::model::{Deployment, DEPLOYMENT_STATUS_PAUSED, DEPLOYMENT_STATUS_RUNNING};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -356,16 +354,9 @@ async fn revert_job(
             eval_id,
             eval_create_index,
             ..
-        } => s.json(
-            index,
-            &JobRegisterResponse {
-                eval_id: eval_id.unwrap_or_default(),
-                eval_create_index,
-                job_modify_index,
-                warnings: String::new(),
-                index,
-            },
-        ),
+        } => {
+            super::http::job_register_reply(&s, index, job_modify_index, eval_id, eval_create_index)
+        }
         CommandResponse::NotFound(m) => Err(ApiError::not_found(m)),
         CommandResponse::Conflict(m) => Err(ApiError::bad_request(m)),
         CommandResponse::Ok => Err(ApiError::internal("unexpected revert result")),

@@ -435,16 +435,7 @@ async fn register(
             eval_id,
             eval_create_index,
             ..
-        } => s.json(
-            index,
-            &JobRegisterResponse {
-                eval_id: eval_id.unwrap_or_default(),
-                eval_create_index,
-                job_modify_index,
-                warnings: String::new(),
-                index,
-            },
-        ),
+        } => job_register_reply(&s, index, job_modify_index, eval_id, eval_create_index),
         CommandResponse::Conflict(m) => Err(ApiError {
             status: StatusCode::CONFLICT,
             message: m,
@@ -456,6 +447,26 @@ async fn register(
 }
 
 pub(super) use crate::leader::periodic::new_eval;
+
+/// Nomad's `JobRegisterResponse` for a committed `JobRegister`.
+pub(super) fn job_register_reply(
+    s: &ApiState,
+    index: u64,
+    job_modify_index: u64,
+    eval_id: Option<String>,
+    eval_create_index: u64,
+) -> ApiResult {
+    s.json(
+        index,
+        &JobRegisterResponse {
+            eval_id: eval_id.unwrap_or_default(),
+            eval_create_index,
+            job_modify_index,
+            warnings: String::new(),
+            index,
+        },
+    )
+}
 
 async fn get_job(State(s): State<ApiState>, Path(id): Path<String>, query: Q) -> ApiResult {
     let q = s.query(query)?;
