@@ -939,3 +939,58 @@ impl DevProcess {
         }
     }
 }
+
+// ---- the atoll CLI as a process ----
+
+/// What a run of the `atoll` binary printed and how it exited.
+pub struct CliOut {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl std::fmt::Display for CliOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs the `atoll` binary `bin` with `args` (up to 180 s), with no address,
+/// region, token or TLS settings from the environment; `addr` becomes
+/// `ATOLL_ADDR` when given.
+pub async fn run_cli(bin: &Path, addr: Option<&str>, args: &[&str]) -> CliOut {
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(args).kill_on_drop(true);
+    for var in [
+        "ATOLL_ADDR",
+        "NOMAD_ADDR",
+        "ATOLL_REGION",
+        "NOMAD_REGION",
+        "ATOLL_TOKEN",
+        "NOMAD_TOKEN",
+        "NOMAD_CACERT",
+        "NOMAD_CLIENT_CERT",
+        "NOMAD_CLIENT_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
+    if let Some(a) = addr {
+        cmd.env("ATOLL_ADDR", a);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("atoll {args:?} did not finish within 180 s"))
+        .expect("run atoll");
+    CliOut {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

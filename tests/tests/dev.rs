@@ -11,40 +11,10 @@ use std::time::{Duration, Instant};
 use atoll_tests::{workspace_binary, DevProcess};
 use serde_json::Value;
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
+use atoll_tests::CliOut as Out;
 
 async fn atoll(bin: &Path, addr: &str, args: &[&str]) -> Out {
-    let out = tokio::process::Command::new(bin)
-        .args(args)
-        .env("ATOLL_ADDR", addr)
-        .env_remove("NOMAD_ADDR")
-        .env_remove("ATOLL_REGION")
-        .env_remove("NOMAD_REGION")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(180), out)
-        .await
-        .unwrap_or_else(|_| panic!("atoll {args:?} did not finish within 180 s"))
-        .expect("run atoll");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    atoll_tests::run_cli(bin, Some(addr), args).await
 }
 
 async fn get(url: &str) -> Option<Value> {

@@ -12,38 +12,10 @@ use ops_kit::tls::{DevCa, Role};
 use region_server::config::HttpsSettings;
 use region_server::{RegionServer, ServerConfig};
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
+use atoll_tests::CliOut as Out;
 
 async fn atoll(bin: &Path, args: &[&str]) -> Out {
-    let out = tokio::process::Command::new(bin)
-        .args(args)
-        .env_remove("ATOLL_ADDR")
-        .env_remove("NOMAD_ADDR")
-        .env_remove("NOMAD_CACERT")
-        .env_remove("NOMAD_CLIENT_CERT")
-        .env_remove("NOMAD_CLIENT_KEY")
-        .output()
-        .await
-        .expect("run atoll");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    atoll_tests::run_cli(bin, None, args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -435,7 +435,7 @@ async fn register(
             eval_id,
             eval_create_index,
             ..
-        } => job_register_reply(&s, index, job_modify_index, eval_id, eval_create_index),
+        } => job_register_reply(s, index, job_modify_index, eval_id, eval_create_index),
         CommandResponse::Conflict(m) => Err(ApiError {
             status: StatusCode::CONFLICT,
             message: m,
