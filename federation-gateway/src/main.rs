@@ -44,6 +44,10 @@ struct Args {
     /// Gossip address (default 127.0.0.1:4658).
     #[arg(long)]
     gossip_addr: Option<String>,
+    /// Gossip timings: `wan` (memberlist's WAN profile, the default) or
+    /// `local` (fast timings for members on one machine: tests, dev).
+    #[arg(long, default_value = "wan")]
+    gossip_profile: ops_kit::gossip::GossipProfile,
     /// Gossip address of a member to join the pool through (repeatable).
     #[arg(long, alias = "retry-join")]
     join: Vec<String>,
@@ -122,7 +126,7 @@ fn build_config(args: Args) -> anyhow::Result<GatewayConfig> {
             .parse()
             .with_context(|| format!("gossip address {gossip_addr:?} is not an ip:port"))?,
         seeds,
-        ..Default::default()
+        ..args.gossip_profile.config()
     };
     Ok(GatewayConfig {
         name,

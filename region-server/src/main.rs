@@ -46,6 +46,10 @@ struct Args {
     /// Gossip address (default 127.0.0.1:4648).
     #[arg(long)]
     gossip_addr: Option<String>,
+    /// Gossip timings: `wan` (memberlist's WAN profile, the default) or
+    /// `local` (fast timings for members on one machine: tests, dev).
+    #[arg(long, default_value = "wan")]
+    gossip_profile: ops_kit::gossip::GossipProfile,
     /// Number of servers to wait for before bootstrapping the region.
     #[arg(long)]
     bootstrap_expect: Option<usize>,
@@ -146,7 +150,7 @@ fn build_config(args: Args) -> anyhow::Result<ServerConfig> {
                 .parse()
                 .with_context(|| format!("gossip address {gossip_addr:?} is not an ip:port"))?,
             seeds: retry_join,
-            ..Default::default()
+            ..args.gossip_profile.config()
         },
         keys,
         reap_failed_after: std::time::Duration::from_secs(file.gossip.reap_failed_after_secs),

@@ -19,7 +19,9 @@ pub const DEFAULT_GOSSIP_PORT: u16 = 4648;
 /// [`foca::Config::new_wan`] for the current cluster size (derived from
 /// memberlist's WAN profile): probe every 5 s, 3 s to answer, suspicion
 /// `6 x max(1, log10(n)) x probe period`, gossip every 500 ms to 4 members,
-/// announce every 60 s to 2 members, announce to down members every 125 s.
+/// announce every 60 s to 2 members; members believed down are contacted
+/// every 30 s (Serf's `reconnect_interval`; foca's WAN default of 125 s left
+/// a healed partition split for two minutes).
 /// [`GossipConfig::local`] is a fast profile for tests and `atoll dev`.
 /// Durations are milliseconds; an interval of 0 turns the periodic task off.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +82,44 @@ pub struct GossipConfig {
     pub join_timeout_ms: u64,
 }
 
+/// A named set of gossip timings, for the `--gossip-profile` flag of the
+/// binaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GossipProfile {
+    /// memberlist's WAN timings ([`GossipConfig::default`]): for servers
+    /// spread over regions.
+    #[default]
+    Wan,
+    /// The fast loopback profile ([`GossipConfig::local`]): for tests and
+    /// `atoll dev`, where every member is on one machine.
+    Local,
+}
+
+impl GossipProfile {
+    /// The configuration of this profile (bind address and seeds still to
+    /// be set).
+    pub fn config(self) -> GossipConfig {
+        match self {
+            Self::Wan => GossipConfig::default(),
+            Self::Local => GossipConfig::local(),
+        }
+    }
+}
+
+impl std::str::FromStr for GossipProfile {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "wan" => Ok(Self::Wan),
+            "local" => Ok(Self::Local),
+            other => Err(format!(
+                "unknown gossip profile {other:?}: expected \"wan\" or \"local\""
+            )),
+        }
+    }
+}
+
 impl Default for GossipConfig {
     fn default() -> Self {
         Self {
@@ -109,6 +149,9 @@ impl Default for GossipConfig {
     }
 }
 
+/// How often members believed down are contacted by default (Serf's
+/// `reconnect_interval`).
+const WAN_RECONNECT: Duration = Duration::from_secs(30);
 /// WAN suspicion multiplier of [`foca::Config::new_wan`].
 const WAN_SUSPICION_MULT: f64 = 6.0;
 /// memberlist's WAN push/pull interval.
@@ -230,7 +273,10 @@ impl GossipConfig {
         )?;
         periodic(
             &mut c.periodic_announce_to_down_members,
-            self.announce_down_interval_ms,
+            Some(
+                self.announce_down_interval_ms
+                    .unwrap_or(WAN_RECONNECT.as_millis() as u64),
+            ),
             None,
         )?;
         Ok(c)
@@ -312,6 +358,10 @@ mod tests {
         assert_eq!(ours.max_transmissions.get(), 8);
         assert_eq!(cfg.foca_config(1).unwrap().max_transmissions.get(), 4);
         assert_eq!(cfg.foca_config(9).unwrap().max_transmissions.get(), 4);
+        // Members believed down are retried every 30 s (Serf), so a healed
+        // partition rejoins without waiting foca's 125 s.
+        let reconnect = ours.periodic_announce_to_down_members.unwrap();
+        assert_eq!(reconnect.frequency, Duration::from_secs(30));
         assert_eq!(cfg.foca_config(50).unwrap().max_transmissions.get(), 8);
         assert_eq!(cfg.foca_config(100).unwrap().max_transmissions.get(), 12);
         assert_eq!(
@@ -336,6 +386,18 @@ mod tests {
         };
         assert!(cfg.validate().is_err());
         GossipConfig::local().validate().unwrap();
+    }
+
+    #[test]
+    fn profiles_by_name() {
+        assert_eq!("wan".parse(), Ok(GossipProfile::Wan));
+        assert_eq!("local".parse(), Ok(GossipProfile::Local));
+        assert!("lan"
+            .parse::<GossipProfile>()
+            .unwrap_err()
+            .contains("\"wan\""));
+        assert_eq!(GossipProfile::Local.config(), GossipConfig::local());
+        assert_eq!(GossipProfile::default().config(), GossipConfig::default());
     }
 
     #[test]

@@ -56,7 +56,7 @@ mod wire;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use config::{suspicion_time, GossipConfig, DEFAULT_GOSSIP_PORT};
+pub use config::{suspicion_time, GossipConfig, GossipProfile, DEFAULT_GOSSIP_PORT};
 pub use identity::{MemberInfo, MemberRole};
 pub use keyring::{Keyring, KeyringError, KeyringList, OpenError, KEY_LEN, SEAL_OVERHEAD};
 pub use metrics::GossipStats;
