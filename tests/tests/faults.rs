@@ -290,11 +290,21 @@ fn assert_clean(s: &Summary) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the members of a scenario run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hosts {
+    /// Each on a loopback address of its own.
+    Loopback,
+    /// Each in a network namespace of its own (links can be cut).
+    Namespaces,
+}
+
 /// A region of three servers and two clients, the workload through all
 /// three servers. Runs `body`, then heals (restarts everything stopped)
 /// and checks.
 async fn one_region<F>(
     name: &str,
+    hosts: Hosts,
     prepare: impl FnOnce(&mut ProcFederation) -> anyhow::Result<Vec<Guard>>,
     body: F,
 ) -> anyhow::Result<Summary>
@@ -306,7 +316,10 @@ where
     >,
 {
     let _serial = atoll_tests::serial().await;
-    let mut fed = ProcFederation::new()?;
+    let mut fed = match hosts {
+        Hosts::Loopback => ProcFederation::new()?,
+        Hosts::Namespaces => ProcFederation::in_namespaces()?,
+    };
     let servers = fed.plan_region("a", 3)?;
     fed.plan_client("a-c1", "a")?;
     fed.plan_client("a-c2", "a")?;
@@ -353,6 +366,7 @@ where
 async fn kill_9_leader_and_followers_with_restart() -> anyhow::Result<()> {
     let s = one_region(
         "kill9",
+        Hosts::Loopback,
         |_| Ok(Vec::new()),
         |run| {
             Box::pin(async move {
@@ -402,6 +416,7 @@ async fn kill_9_leader_and_followers_with_restart() -> anyhow::Result<()> {
 async fn corrupted_sqlite_refuses_to_start() -> anyhow::Result<()> {
     let s = one_region(
         "corrupt",
+        Hosts::Loopback,
         |_| Ok(Vec::new()),
         |run| {
             Box::pin(async move {
@@ -480,6 +495,7 @@ async fn leader_disk_full_then_freed() -> anyhow::Result<()> {
     let mount2 = mount.clone();
     let s = one_region(
         "diskfull",
+        Hosts::Loopback,
         move |fed| {
             // Every server on its own small tmpfs: whichever leads gets
             // its disk filled.
@@ -597,18 +613,59 @@ async fn node_status(run: &Run, name: &str) -> Option<String> {
     None
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn client_frozen_then_resumed() -> anyhow::Result<()> {
-    let s = one_region(
-        "clientfreeze",
+/// How a client is taken away from its servers and given back.
+#[derive(Clone, Copy)]
+enum ClientOutage {
+    /// SIGSTOP, then SIGCONT: no heartbeats, no status updates.
+    Freeze,
+    /// Its network link down, then up: every connection breaks.
+    NetworkCut,
+}
+
+impl ClientOutage {
+    fn apply(self, run: &mut Run, c: usize, on: bool) -> anyhow::Result<()> {
+        let name = run.fed.members[c].name.clone();
+        match (self, on) {
+            (Self::Freeze, true) => {
+                run.fed.signal(c, libc::SIGSTOP)?;
+                run.fault(format!(
+                    "SIGSTOP client {name} (no heartbeats, no status updates)"
+                ));
+            }
+            (Self::Freeze, false) => {
+                run.fed.signal(c, libc::SIGCONT)?;
+                run.fault(format!("SIGCONT client {name}"));
+            }
+            (Self::NetworkCut, cut) => {
+                run.fed.link(c, !cut)?;
+                let what = if cut { "down" } else { "up" };
+                run.fault(format!("link of client {name} {what}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A region of three servers and two clients; one client is taken away
+/// until the servers mark its node down (its allocations lost and placed
+/// again), then given back: it must come back `ready`, and no job slot
+/// ever has two running allocations.
+async fn client_outage(name: &str, outage: ClientOutage) -> anyhow::Result<Summary> {
+    let hosts = match outage {
+        ClientOutage::Freeze => Hosts::Loopback,
+        ClientOutage::NetworkCut => Hosts::Namespaces,
+    };
+    one_region(
+        name,
+        hosts,
         |fed| {
-            // Short heartbeat TTLs, so the frozen node goes down quickly.
+            // Short heartbeat TTLs, so the node goes down quickly.
             fed.server_flags = ["--heartbeat-min-ttl", "2s", "--heartbeat-grace", "2s"]
                 .map(String::from)
                 .to_vec();
             Ok(Vec::new())
         },
-        |run| {
+        move |run| {
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_secs(4)).await;
                 let c1 = run
@@ -618,10 +675,7 @@ async fn client_frozen_then_resumed() -> anyhow::Result<()> {
                     .copied()
                     .context("a client")?;
                 let name = run.fed.members[c1].name.clone();
-                run.fed.signal(c1, libc::SIGSTOP)?;
-                run.fault(format!(
-                    "SIGSTOP client {name} (no heartbeats, no status updates)"
-                ));
+                outage.apply(run, c1, true)?;
                 let r: &Run = run;
                 poll(
                     &format!("{name} to be marked down"),
@@ -633,8 +687,7 @@ async fn client_frozen_then_resumed() -> anyhow::Result<()> {
                 .await?;
                 run.fault(format!("{name} marked down"));
                 tokio::time::sleep(Duration::from_secs(4).min(run.left())).await;
-                run.fed.signal(c1, libc::SIGCONT)?;
-                run.fault(format!("SIGCONT client {name}"));
+                outage.apply(run, c1, false)?;
                 let r: &Run = run;
                 poll(
                     &format!("{name} to be ready again"),
@@ -652,6 +705,173 @@ async fn client_frozen_then_resumed() -> anyhow::Result<()> {
             })
         },
     )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_frozen_then_resumed() -> anyhow::Result<()> {
+    assert_clean(&client_outage("clientfreeze", ClientOutage::Freeze).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_network_cut_then_healed() -> anyhow::Result<()> {
+    assert_clean(&client_outage("clientcut", ClientOutage::NetworkCut).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partition_isolates_the_leader_in_a_minority() -> anyhow::Result<()> {
+    let s = one_region(
+        "minority",
+        Hosts::Namespaces,
+        |_| Ok(Vec::new()),
+        |run| {
+            Box::pin(async move {
+                while !run.over() {
+                    tokio::time::sleep(Duration::from_secs(3).min(run.left())).await;
+                    let leader = run.leader("a").await?;
+                    let name = run.fed.members[leader].name.clone();
+                    // Everyone else (the other servers, the clients) is on
+                    // the majority side; the workload still reaches both.
+                    let others: Vec<usize> = (0..run.fed.members.len())
+                        .filter(|i| *i != leader)
+                        .collect();
+                    run.fed.partition(leader, &others)?;
+                    run.fault(format!(
+                        "partition: leader {name} alone on the minority side"
+                    ));
+                    let majority: Vec<usize> = run
+                        .fed
+                        .servers("a")
+                        .into_iter()
+                        .filter(|i| *i != leader)
+                        .collect();
+                    let t = Instant::now();
+                    let new = run
+                        .fed
+                        .wait_leader_among(&majority, Some(leader), Duration::from_secs(30))
+                        .await?;
+                    run.fault(format!(
+                        "new leader {} on the majority side after {:.1}s",
+                        run.fed.members[new].name,
+                        t.elapsed().as_secs_f64()
+                    ));
+                    tokio::time::sleep(Duration::from_secs(6)).await;
+                    run.fed.heal(leader)?;
+                    run.fault(format!("healed the partition of {name}"));
+                    // The old leader rejoins as a follower: it does not
+                    // depose the leader the majority elected.
+                    let after = run.fed.wait_leader("a", None, DEFAULT_TIMEOUT).await?;
+                    ensure!(
+                        after == new,
+                        "after the heal {} leads instead of {}",
+                        run.fed.members[after].name,
+                        run.fed.members[new].name
+                    );
+                    run.fault(format!("{name} follows {}", run.fed.members[new].name));
+                }
+                Ok(())
+            })
+        },
+    )
     .await?;
+    assert_clean(&s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn region_partitioned_from_the_federation() -> anyhow::Result<()> {
+    let _serial = atoll_tests::serial().await;
+    let mut fed = ProcFederation::in_namespaces()?;
+    let a = fed.plan_region("a", 3)?;
+    let b = fed.plan_region("b", 3)?;
+    let gw = fed.plan_gateway("gw", "a")?;
+    // Fast gossip timings (as `atoll dev`): the gateway notices the cut
+    // region within a second or two, and the pool heals within seconds.
+    for i in a.iter().chain(&b).chain([&gw]) {
+        fed.members[*i]
+            .extra
+            .extend(["--gossip-profile", "local"].map(String::from));
+    }
+    // Region a is used through its servers and the gateway, region b
+    // through the gateway and (users inside region b) its own servers.
+    let targets = BTreeMap::from([
+        (
+            "a".to_string(),
+            a.iter().chain([&gw]).map(|i| target(&fed, *i)).collect(),
+        ),
+        (
+            "b".to_string(),
+            b.iter().chain([&gw]).map(|i| target(&fed, *i)).collect(),
+        ),
+    ]);
+    let mut run = Run::start("regioncut", fed, &["a", "b"], targets).await?;
+    let quarter = run.duration / 4;
+    tokio::time::sleep(quarter).await;
+    let outside: Vec<usize> = a.iter().chain([&gw]).copied().collect();
+    for i in &b {
+        run.fed.partition(*i, &outside)?;
+    }
+    run.fault("partition: region b cut off from region a and the gateway");
+    // Once gossip has marked b's servers failed, the gateway answers for b
+    // at once with 503 instead of dialling.
+    // Requests already in flight when the link went wait for their
+    // deadline; the probe gives up on each after a second.
+    let url = format!("{}/v1/jobs?region=b", run.fed.members[gw].base());
+    let probe = atoll_tests::faults::workload::http_client(Duration::from_secs(1))?;
+    let t = Instant::now();
+    let took = poll(
+        "the gateway to refuse region b fast",
+        Duration::from_secs(60),
+        || async {
+            let t0 = Instant::now();
+            let r = probe.get(&url).send().await.ok()?;
+            let status = r.status();
+            let body = r.text().await.ok()?;
+            (status == StatusCode::SERVICE_UNAVAILABLE).then(|| (t0.elapsed(), body))
+        },
+    )
+    .await;
+    let (took, body) = match took {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("logs:\n{}", run.fed.logs(40));
+            return Err(e);
+        }
+    };
+    ensure!(
+        body.contains("No path to region"),
+        "the gateway's 503 for region b does not say why: {body}"
+    );
+    run.fault(format!(
+        "gateway answers 503 for region b in {:.0} ms ({:.1}s after the cut)",
+        took.as_secs_f64() * 1000.0,
+        t.elapsed().as_secs_f64()
+    ));
+    tokio::time::sleep(quarter).await;
+    for i in &b {
+        run.fed.heal(*i)?;
+    }
+    run.fault("healed region b");
+    let t = Instant::now();
+    run.fed
+        .wait_gateway_routes(gw, "b", Duration::from_secs(60))
+        .await?;
+    run.fault(format!(
+        "gateway routes to region b again after {:.1}s",
+        t.elapsed().as_secs_f64()
+    ));
+    while !run.over() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let read_from = BTreeMap::from([
+        ("a".to_string(), run.fed.members[a[0]].base()),
+        ("b".to_string(), run.fed.members[b[0]].base()),
+    ]);
+    let s = run.finish(read_from).await?;
+    let (errors, total) = s.errors_by_region.get("a").copied().unwrap_or_default();
+    ensure!(total > 0, "no request for region a");
+    ensure!(
+        errors == 0,
+        "region a failed {errors} of {total} requests while region b was cut off:\n{s}"
+    );
     assert_clean(&s)
 }

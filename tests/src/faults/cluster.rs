@@ -5,6 +5,10 @@
 //! can be killed with SIGKILL, stopped with SIGSTOP, and restarted from
 //! their files at the same addresses. Everything still running is killed
 //! when the federation is dropped.
+//!
+//! [`ProcFederation::in_namespaces`] puts each process in a network
+//! namespace of its own instead (see [`super::netns`]), so that links can
+//! be cut and partitions made between processes.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -16,6 +20,7 @@ use anyhow::{bail, Context};
 use ops_kit::tls::{DevCa, Role};
 use reqwest::StatusCode;
 
+use super::netns::Net;
 use crate::{get_json, poll, workspace_binary, Proc};
 
 static NEXT_HOST: AtomicU32 = AtomicU32::new(1);
@@ -80,6 +85,8 @@ pub struct Member {
     pub tls: (PathBuf, PathBuf, PathBuf),
     /// The running process.
     pub proc: Option<Proc>,
+    /// Its host in the federation's [`Net`], when it has one.
+    pub host: Option<usize>,
 }
 
 impl Member {
@@ -113,6 +120,9 @@ pub struct ProcFederation {
     key: String,
     /// Every member, in the order added.
     pub members: Vec<Member>,
+    /// The network namespaces the members run in, if any (removed after
+    /// the processes are killed).
+    pub net: Option<Net>,
     /// Things undone when the federation is dropped (mounts, ...), after
     /// its processes are killed and before its directory is removed.
     pub guards: Vec<Box<dyn std::any::Any + Send + Sync>>,
@@ -138,14 +148,43 @@ impl ProcFederation {
             ca: DevCa::generate().context("generating a CA")?,
             key: ops_kit::gossip::Keyring::generate_key(),
             members: Vec::new(),
+            net: None,
             guards: Vec::new(),
             dir,
             server_flags: Vec::new(),
         })
     }
 
+    /// An empty federation whose members each run in a network namespace
+    /// of their own, on fixed ports (needs root; see [`Net::check`]).
+    pub fn in_namespaces() -> anyhow::Result<Self> {
+        let mut fed = Self::new()?;
+        fed.net = Some(Net::create()?);
+        Ok(fed)
+    }
+
     fn plan(&mut self, kind: Kind, name: &str, region: &str) -> anyhow::Result<usize> {
-        let ip = next_loopback_ip();
+        let (host, http, rpc, gossip) = match self.net.as_mut() {
+            Some(net) => {
+                let h = net.add_host()?;
+                let ip = net.host(h).ip.clone();
+                (
+                    Some(h),
+                    format!("{ip}:4646"),
+                    format!("{ip}:4647"),
+                    format!("{ip}:4648"),
+                )
+            }
+            None => {
+                let ip = next_loopback_ip();
+                (
+                    None,
+                    free_addr_on(&ip)?,
+                    free_addr_on(&ip)?,
+                    free_addr_on(&ip)?,
+                )
+            }
+        };
         let role = match kind {
             Kind::Server => Role::Server,
             Kind::Gateway => Role::Gateway,
@@ -162,13 +201,14 @@ impl ProcFederation {
             kind,
             name: name.to_string(),
             region: region.to_string(),
-            http: free_addr_on(&ip)?,
-            rpc: free_addr_on(&ip)?,
-            gossip: free_addr_on(&ip)?,
+            http,
+            rpc,
+            gossip,
             data_dir: self.dir.path().join(name),
             log: self.dir.path().join(format!("{name}.log")),
             extra: Vec::new(),
             proc: None,
+            host,
         };
         self.members.push(m);
         Ok(self.members.len() - 1)
@@ -225,6 +265,10 @@ impl ProcFederation {
             .create(true)
             .append(true)
             .open(&m.log)?;
+        let command = |program: &Path| match (&self.net, m.host) {
+            (Some(net), Some(h)) => net.command(h, program),
+            _ => Command::new(program),
+        };
         let mut cmd = match m.kind {
             Kind::Server => {
                 let peers: Vec<&Member> = self
@@ -232,7 +276,7 @@ impl ProcFederation {
                     .iter()
                     .filter(|p| p.kind == Kind::Server && p.region == m.region)
                     .collect();
-                let mut cmd = Command::new(&self.bins.server);
+                let mut cmd = command(&self.bins.server);
                 cmd.args(["--name", &m.name, "--region", &m.region])
                     .arg("--data-dir")
                     .arg(&m.data_dir)
@@ -249,7 +293,7 @@ impl ProcFederation {
                 cmd
             }
             Kind::Gateway => {
-                let mut cmd = Command::new(&self.bins.gateway);
+                let mut cmd = command(&self.bins.gateway);
                 cmd.args(["--name", &m.name, "--region", &m.region])
                     .args(["--http-addr", &m.http, "--rpc-addr", &m.rpc])
                     .args(["--gossip-addr", &m.gossip, "--encrypt", &self.key])
@@ -257,7 +301,7 @@ impl ProcFederation {
                 cmd
             }
             Kind::Client => {
-                let mut cmd = Command::new(&self.bins.client);
+                let mut cmd = command(&self.bins.client);
                 cmd.args(["--name", &m.name, "--region", &m.region])
                     .arg("--data-dir")
                     .arg(&m.data_dir)
@@ -333,6 +377,44 @@ impl ProcFederation {
         }
     }
 
+    fn net_host(&self, i: usize) -> anyhow::Result<(&Net, usize)> {
+        let net = self
+            .net
+            .as_ref()
+            .context("this federation runs without network namespaces")?;
+        let h = self.members[i]
+            .host
+            .with_context(|| format!("{} has no network namespace", self.members[i].name))?;
+        Ok((net, h))
+    }
+
+    /// Member `i`'s IP address.
+    pub fn ip(&self, i: usize) -> &str {
+        let http = &self.members[i].http;
+        http.rsplit_once(':').map_or(http.as_str(), |(ip, _)| ip)
+    }
+
+    /// Partition member `i` from the members `from`: every packet between
+    /// them is dropped, both ways (the test process still reaches `i`).
+    pub fn partition(&self, i: usize, from: &[usize]) -> anyhow::Result<()> {
+        let (net, h) = self.net_host(i)?;
+        let peers: Vec<String> = from.iter().map(|p| self.ip(*p).to_string()).collect();
+        net.block(h, &peers)
+    }
+
+    /// Undo every [`ProcFederation::partition`] of member `i`.
+    pub fn heal(&self, i: usize) -> anyhow::Result<()> {
+        let (net, h) = self.net_host(i)?;
+        net.heal(h)
+    }
+
+    /// Member `i`'s network link down (cut off from everyone, the test
+    /// process included) or up again.
+    pub fn link(&self, i: usize, up: bool) -> anyhow::Result<()> {
+        let (net, h) = self.net_host(i)?;
+        net.link(h, up)
+    }
+
     /// The member whose RPC address is `addr`.
     pub fn by_rpc(&self, addr: &str) -> Option<usize> {
         self.members.iter().position(|m| m.rpc == addr)
@@ -351,9 +433,26 @@ impl ProcFederation {
             .into_iter()
             .filter(|i| self.members[*i].running())
             .collect();
-        poll(&format!("a leader of region {region}"), timeout, || async {
+        self.wait_leader_among(&among, not, timeout)
+            .await
+            .with_context(|| format!("region {region}"))
+    }
+
+    /// Wait until the servers `among` agree on a leader among them (not
+    /// `not`); its index. For the majority side of a partition.
+    pub async fn wait_leader_among(
+        &self,
+        among: &[usize],
+        not: Option<usize>,
+        timeout: Duration,
+    ) -> anyhow::Result<usize> {
+        let names: Vec<&str> = among
+            .iter()
+            .map(|i| self.members[*i].name.as_str())
+            .collect();
+        poll(&format!("a leader among {names:?}"), timeout, || async {
             let mut seen = None;
-            for i in &among {
+            for i in among {
                 let url = format!("{}/v1/status/leader", self.members[*i].base());
                 let (code, v) = get_json(&url).await.ok()?;
                 if code != StatusCode::OK {

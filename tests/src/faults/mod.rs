@@ -11,6 +11,7 @@
 pub mod cluster;
 pub mod history;
 pub mod linearizability;
+pub mod netns;
 pub mod workload;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -76,6 +77,8 @@ pub struct Summary {
     pub unavailable: BTreeMap<String, Duration>,
     /// Per target (`via`): (operations not acknowledged, operations).
     pub errors_by_target: BTreeMap<String, (usize, usize)>,
+    /// (errors, total) of the workload's operations per region.
+    pub errors_by_region: BTreeMap<String, (usize, usize)>,
 }
 
 impl Summary {
@@ -122,6 +125,9 @@ impl std::fmt::Display for Summary {
         }
         for (t, (e, n)) in &self.errors_by_target {
             writeln!(f, "errors via {t}: {e}/{n}")?;
+        }
+        for (r, (e, n)) in &self.errors_by_region {
+            writeln!(f, "errors in region {r}: {e}/{n}")?;
         }
         for v in &self.violations {
             write!(f, "{v}")?;
@@ -272,10 +278,15 @@ pub fn analyze(
             Outcome::Unknown => s.unknown += 1,
         }
         if o.via != "final" {
-            let e = s.errors_by_target.entry(o.via.clone()).or_default();
-            e.1 += 1;
-            if !o.acknowledged() {
-                e.0 += 1;
+            let region = region_of(&o.key).unwrap_or_default().to_string();
+            for e in [
+                s.errors_by_target.entry(o.via.clone()).or_default(),
+                s.errors_by_region.entry(region).or_default(),
+            ] {
+                e.1 += 1;
+                if !o.acknowledged() {
+                    e.0 += 1;
+                }
             }
         }
     }
