@@ -324,19 +324,27 @@ impl RegionServer {
     }
 
     /// Leave the Raft configuration (handing leadership over first when this
-    /// server leads), then shut down.
-    pub async fn leave_and_shutdown(self) -> anyhow::Result<()> {
+    /// server leads) and the gossip pool, then shut down (`nomad server
+    /// leave`, or SIGTERM with `--leave-on-terminate`).
+    pub async fn leave_and_shutdown(mut self) -> anyhow::Result<()> {
         let left = self.service.leave().await;
+        if let Some(pool) = self.gossip.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), pool.leave()).await;
+        }
         self.shutdown().await;
         left.context("leaving the region")
     }
 
-    /// Stop serving and shut Raft down (leaving the gossip pool
-    /// gracefully).
+    /// Stop serving and shut Raft down, staying a member of the region: the
+    /// gossip pool is not told (the others see this server failed, not
+    /// left), so the leader keeps it in the Raft configuration and a restart
+    /// from the same files rejoins as the same voter, as a Nomad server
+    /// without `leave_on_terminate` does. A server that stays down is
+    /// removed after `reap_failed_after`.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        if let Some(pool) = self.gossip {
-            let _ = tokio::time::timeout(Duration::from_secs(2), pool.leave()).await;
+        if let Some(pool) = &self.gossip {
+            pool.kill();
         }
         if let Err(e) = self.service.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");

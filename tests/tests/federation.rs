@@ -407,3 +407,89 @@ async fn servers_reach_another_region_directly_without_a_gateway_and_refuse_mult
     fed.shutdown().await;
     Ok(())
 }
+
+/// A server stopped without leaving (SIGTERM without
+/// `--leave-on-terminate`, an upgrade's restart) stays a voter: gossip sees
+/// it failed, not left, so the leader does not remove it from Raft, and
+/// it rejoins from its files as the same voter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_server_stays_a_voter_and_rejoins() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let mut fed = TestFederation::start(&["stay"], 3).await?;
+    let r = fed.region_mut("stay");
+    let leader = r.wait_leader(DEFAULT_TIMEOUT).await?;
+    let victim = r.others(leader)[0];
+    let victim_id = r.server(victim).service.id.to_string();
+    let victim_name = format!("{}.", r.server(victim).service.node.name);
+    let base = r.http(leader);
+    let members = format!("{base}/v1/agent/members");
+    // The gossip pool forms beside Raft (its seed may well be the victim).
+    poll(
+        "all three servers in the gossip pool",
+        DEFAULT_TIMEOUT,
+        || async {
+            let r = get(&members).await.ok()?;
+            let v = r.json();
+            let alive = v["Members"]
+                .as_array()?
+                .iter()
+                .filter(|m| m["Status"] == "alive")
+                .count();
+            (alive == 3).then_some(())
+        },
+    )
+    .await?;
+    let r = fed.region_mut("stay");
+    r.stop(victim).await;
+    let status = poll(
+        "the stopped server to be seen failed",
+        DEFAULT_TIMEOUT,
+        || async {
+            let r = get(&members).await.ok()?;
+            let v = r.json();
+            let m = v["Members"]
+                .as_array()?
+                .iter()
+                .find(|m| {
+                    m["Name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with(&victim_name))
+                })?
+                .clone();
+            (m["Status"] != "alive").then_some(m["Status"].clone())
+        },
+    )
+    .await;
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => {
+            let seen = get(&members).await.map(|r| r.body).unwrap_or_default();
+            return Err(e.context(format!("members: {seen}")));
+        }
+    };
+    assert_eq!(status, "failed", "a plain stop is no leave");
+    // The leader's reaper runs every 500 ms: give it a few rounds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let config = get(&format!("{base}/v1/operator/raft/configuration"))
+        .await?
+        .expect(StatusCode::OK)?
+        .json();
+    let voter = config["Servers"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["ID"] == victim_id.as_str()))
+        .map(|s| s["Voter"].clone());
+    assert_eq!(
+        voter,
+        Some(Value::Bool(true)),
+        "the stopped server left the configuration: {config}"
+    );
+    atoll_tests::must_register(&base, "while-down").await?;
+    r.restart(victim).await?;
+    atoll_tests::wait_ok(
+        &format!("{}/v1/job/while-down?stale", r.http(victim)),
+        DEFAULT_TIMEOUT,
+    )
+    .await?;
+    fed.shutdown().await;
+    Ok(())
+}
