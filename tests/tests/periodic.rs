@@ -1,7 +1,7 @@
 //! Periodic and parameterized jobs in-process: a one-server region with a
 //! simulated client node (mock driver).
 //!
-//! - a periodic job (`*/1 * * * * *`, every second) launches children
+//! - a periodic job (`*/1 * * * * * *`, every second) launches children
 //!   `<id>/periodic-<unix>` with `ParentID` set; the parent itself gets no
 //!   evaluation and no allocation; its summary counts the children;
 //! - `ProhibitOverlap` holds launches while a child runs (a second periodic
@@ -115,7 +115,7 @@ async fn periodic_jobs_launch_children_on_their_schedule() -> anyhow::Result<()>
 
     let reg = must_register(
         &base,
-        periodic(batch_job("tick", Some("50ms")), "*/1 * * * * *", false),
+        periodic(batch_job("tick", Some("50ms")), "*/1 * * * * * *", false),
     )
     .await?;
     ensure!(
@@ -166,7 +166,7 @@ async fn periodic_jobs_launch_children_on_their_schedule() -> anyhow::Result<()>
     // Witness: another every-second job launches twice more meanwhile.
     must_register(
         &base,
-        periodic(batch_job("witness", Some("10ms")), "*/1 * * * * *", false),
+        periodic(batch_job("witness", Some("10ms")), "*/1 * * * * * *", false),
     )
     .await?;
     wait_children(&base, "witness", 2).await?;
@@ -186,14 +186,14 @@ async fn prohibit_overlap_holds_launches_and_force_launches_anyway() -> anyhow::
     // Children of "long" run until stopped.
     must_register(
         &base,
-        periodic(batch_job("long", None), "*/1 * * * * *", true),
+        periodic(batch_job("long", None), "*/1 * * * * * *", true),
     )
     .await?;
     let first = wait_children(&base, "long", 1).await?;
     // The witness launches three times after that.
     must_register(
         &base,
-        periodic(batch_job("beat", Some("10ms")), "*/1 * * * * *", false),
+        periodic(batch_job("beat", Some("10ms")), "*/1 * * * * * *", false),
     )
     .await?;
     wait_children(&base, "beat", 3).await?;
@@ -593,7 +593,7 @@ async fn operator_autopilot_health_and_configurations() -> anyhow::Result<()> {
     // was busy and still did not schedule the held evaluation.
     must_register(
         &base,
-        periodic(batch_job("pulse", Some("10ms")), "*/1 * * * * *", false),
+        periodic(batch_job("pulse", Some("10ms")), "*/1 * * * * * *", false),
     )
     .await?;
     wait_children(&base, "pulse", 2).await?;
@@ -748,7 +748,7 @@ async fn a_new_leader_keeps_launching_without_repeating() -> anyhow::Result<()> 
     let base = r.http(other);
     must_register(
         &base,
-        periodic(batch_job("every", Some("10ms")), "*/1 * * * * *", false),
+        periodic(batch_job("every", Some("10ms")), "*/1 * * * * * *", false),
     )
     .await?;
     let before = wait_children(&base, "every", 2).await?.len();

@@ -2,9 +2,12 @@
 //! a periodic job launches on, and the shapes of the dispatch and force
 //! endpoints.
 //!
-//! Cron specs are parsed by `croner` with an optional leading seconds field
-//! (`*/5 * * * * *` launches every five seconds, `0 3 * * *` at 03:00) and an
-//! optional trailing year field, and evaluated in the job's IANA time zone
+//! Cron specs are read as Nomad's `cronexpr` reads them: five fields are
+//! minute to day of week (`0 3 * * *` launches at 03:00), six add a trailing
+//! year (`*/15 * * * * *` launches every fifteen minutes), seven add a
+//! leading second as well (`*/5 * * * * * *` launches every five seconds);
+//! `@daily` and the other predefined expressions work too. `croner` parses
+//! them; they are evaluated in the job's IANA time zone
 //! (`chrono-tz`), so a daily launch stays at the same wall-clock time across
 //! daylight-saving changes.
 
@@ -12,7 +15,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use croner::parser::{CronParser, Seconds};
+use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 use serde::{Deserialize, Serialize};
 
@@ -198,10 +201,32 @@ impl PeriodicConfig {
                 message: "must specify a spec".to_string(),
             });
         }
+        // croner reads six fields as second-first; cronexpr (Nomad) reads
+        // them as year-last: give croner an explicit zero second.
+        let spec = self.spec.trim();
+        let spec = if spec.starts_with('@') {
+            spec.to_string()
+        } else {
+            match spec.split_whitespace().count() {
+                5 | 7 => spec.to_string(),
+                6 => format!("0 {spec}"),
+                n => {
+                    return Err(ScheduleError {
+                        field: "Spec",
+                        message: format!(
+                            "invalid cron spec {:?}: {n} fields, expected 5 (minute hour \
+                             day-of-month month day-of-week), 6 (... year) or 7 (second ... year)",
+                            self.spec
+                        ),
+                    })
+                }
+            }
+        };
         let cron = CronParser::builder()
             .seconds(Seconds::Optional)
+            .year(Year::Optional)
             .build()
-            .parse(self.spec.trim())
+            .parse(&spec)
             .map_err(|e| ScheduleError {
                 field: "Spec",
                 message: format!("invalid cron spec {:?}: {e}", self.spec),
@@ -278,12 +303,26 @@ mod tests {
 
     #[test]
     fn every_second_and_every_minute() {
-        let s = cfg("*/1 * * * * *", "UTC").schedule().expect("valid");
+        let s = cfg("*/1 * * * * * *", "UTC").schedule().expect("valid");
         assert_eq!(s.next_after(100 * S + 5), Some(101 * S));
         assert_eq!(s.latest_at_or_before(100 * S + 5), Some(100 * S));
         let m = cfg("*/15 * * * *", "").schedule().expect("valid");
         assert_eq!(m.next_after(0), Some(15 * 60 * S));
         assert_eq!(m.latest_at_or_before(16 * 60 * S), Some(15 * 60 * S));
+    }
+
+    #[test]
+    fn six_fields_end_with_the_year_as_in_nomad() {
+        // Nomad's own example: every fifteen minutes, not seconds.
+        let m = cfg("*/15 * * * * *", "UTC").schedule().expect("valid");
+        assert_eq!(m.next_after(0), Some(15 * 60 * S));
+        // A year that has passed never launches again.
+        let past = cfg("0 3 * * * 2020", "UTC").schedule().expect("valid");
+        assert_eq!(past.next_after(1_704_844_800 * S), None);
+        let daily = cfg("@daily", "UTC").schedule().expect("valid");
+        assert_eq!(daily.next_after(S), Some(24 * 3600 * S));
+        let e = cfg("* * * *", "UTC").schedule().expect_err("four fields");
+        assert!(e.message.contains("expected 5"), "{}", e.message);
     }
 
     #[test]

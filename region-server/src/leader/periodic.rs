@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn due_launches_follow_the_last_recorded_launch() {
-        let job = periodic_job("*/10 * * * * *");
+        let job = periodic_job("*/10 * * * * * *");
         let mut t = Tables::default();
         t.apply(
             1,
