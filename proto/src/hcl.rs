@@ -929,7 +929,7 @@ impl<'s> Parser<'s> {
             health_check: self.string(b, "health_check")?.unwrap_or_default(),
             min_healthy_time: self.duration(b, "min_healthy_time")?.unwrap_or_default(),
             healthy_deadline: self.duration(b, "healthy_deadline")?.unwrap_or_default(),
-            progress_deadline: self.duration(b, "progress_deadline")?.unwrap_or_default(),
+            progress_deadline: self.duration(b, "progress_deadline")?,
             auto_revert: self.bool(b, "auto_revert")?.unwrap_or_default(),
             auto_promote: self.bool(b, "auto_promote")?.unwrap_or_default(),
             canary: self.int(b, "canary")?.unwrap_or_default(),

@@ -49,7 +49,7 @@ fn service_job_defaults() {
             health_check: "checks".into(),
             min_healthy_time: 10 * SECOND,
             healthy_deadline: 5 * MINUTE,
-            progress_deadline: 10 * MINUTE,
+            progress_deadline: Some(10 * MINUTE),
             auto_revert: false,
             auto_promote: false,
             canary: 0,
@@ -418,4 +418,31 @@ fn spec_changed_ignores_server_managed_fields() {
     let mut remeta = stored.clone();
     remeta.meta.insert("team".into(), "other".into());
     assert!(stored.spec_changed(&remeta));
+}
+
+#[test]
+fn an_explicit_zero_progress_deadline_is_kept() {
+    // Nomad: `progress_deadline = 0` makes the first unhealthy allocation
+    // fail the deployment; only an unset deadline gets the 10 minutes.
+    let parse = |update: serde_json::Value, group_update: serde_json::Value| {
+        let mut job: Job = serde_json::from_value(serde_json::json!({
+            "ID": "web", "Update": update,
+            "TaskGroups": [{ "Name": "g", "Update": group_update,
+                "Tasks": [{ "Name": "t", "Driver": "mock_driver" }] }]
+        }))
+        .expect("job");
+        job.canonicalize();
+        job.task_groups[0]
+            .update
+            .as_ref()
+            .and_then(|u| u.progress_deadline)
+    };
+    let zero = serde_json::json!({ "ProgressDeadline": 0 });
+    let unset = serde_json::json!({ "MaxParallel": 2 });
+    let null = serde_json::json!({ "ProgressDeadline": null });
+    assert_eq!(parse(unset.clone(), unset.clone()), Some(10 * MINUTE));
+    assert_eq!(parse(unset.clone(), null), Some(10 * MINUTE));
+    assert_eq!(parse(unset.clone(), zero.clone()), Some(0));
+    // The group inherits the job's explicit 0.
+    assert_eq!(parse(zero, unset), Some(0));
 }

@@ -64,7 +64,7 @@ fn job_from_nomad_json() {
     let update = group.update.as_ref().expect("group update");
     assert_eq!(update.canary, 1);
     assert!(update.auto_revert);
-    assert_eq!(update.progress_deadline, 10 * MINUTE);
+    assert_eq!(update.progress_deadline, Some(10 * MINUTE));
     assert_eq!(
         group.migrate.as_ref().map(|m| m.healthy_deadline),
         Some(5 * MINUTE)

@@ -160,7 +160,7 @@ fn update_strategy() -> impl Strategy<Value = UpdateStrategy> {
                 health_check: health_check.to_owned(),
                 min_healthy_time: deadlines.0,
                 healthy_deadline: deadlines.1,
-                progress_deadline: deadlines.2,
+                progress_deadline: Some(deadlines.2),
                 auto_revert: flags.0,
                 auto_promote: flags.1,
                 canary: flags.2,

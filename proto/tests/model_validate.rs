@@ -310,7 +310,7 @@ fn update_strategy_rules() {
         auto_promote: true,
         min_healthy_time: 10 * MINUTE,
         healthy_deadline: 5 * MINUTE,
-        progress_deadline: 4 * MINUTE,
+        progress_deadline: Some(4 * MINUTE),
         stagger: 0,
         ..UpdateStrategy::default()
     });

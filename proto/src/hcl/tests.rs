@@ -57,7 +57,7 @@ fn example_web_job() {
     let update = job.update.as_ref().expect("update");
     assert_eq!(update.min_healthy_time, 5 * SECOND);
     assert_eq!(update.healthy_deadline, 120 * SECOND);
-    assert_eq!(update.progress_deadline, 300 * SECOND);
+    assert_eq!(update.progress_deadline, Some(300 * SECOND));
     assert!(update.auto_revert);
 
     let group = &job.task_groups[0];

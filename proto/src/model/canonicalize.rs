@@ -219,7 +219,9 @@ fn merge_update(update: &mut UpdateStrategy, from: &UpdateStrategy) {
     fill_str(&mut update.health_check, &from.health_check);
     fill(&mut update.min_healthy_time, from.min_healthy_time);
     fill(&mut update.healthy_deadline, from.healthy_deadline);
-    fill(&mut update.progress_deadline, from.progress_deadline);
+    if update.progress_deadline.is_none() {
+        update.progress_deadline = from.progress_deadline;
+    }
     fill(&mut update.canary, from.canary);
     update.auto_revert |= from.auto_revert;
     update.auto_promote |= from.auto_promote;

@@ -243,9 +243,11 @@ pub struct UpdateStrategy {
     #[serde(deserialize_with = "null_default")]
     pub healthy_deadline: i64,
     /// How long the deployment may go without a newly healthy allocation,
-    /// in nanoseconds; 0 disables the deadline.
-    #[serde(deserialize_with = "null_default")]
-    pub progress_deadline: i64,
+    /// in nanoseconds. 0 (as in Nomad): the first unhealthy allocation fails
+    /// the deployment. Unset (`None`, absent or null): inherited from the
+    /// job's update block, else 10 minutes.
+    #[serde(default)]
+    pub progress_deadline: Option<i64>,
     /// Roll back to the last stable version when the deployment fails.
     #[serde(deserialize_with = "null_default")]
     pub auto_revert: bool,
@@ -258,6 +260,11 @@ pub struct UpdateStrategy {
 }
 
 impl UpdateStrategy {
+    /// The progress deadline in nanoseconds (10 minutes while unset).
+    pub fn progress_deadline_ns(&self) -> i64 {
+        self.progress_deadline.unwrap_or(10 * MINUTE)
+    }
+
     /// Nomad's default update strategy (for service and system jobs): one
     /// allocation at a time, healthy by checks after 10 seconds, within 5
     /// minutes, with progress every 10 minutes, 30 seconds apart.
@@ -268,7 +275,7 @@ impl UpdateStrategy {
             health_check: HEALTH_CHECK_CHECKS.to_owned(),
             min_healthy_time: 10 * SECOND,
             healthy_deadline: 5 * MINUTE,
-            progress_deadline: 10 * MINUTE,
+            progress_deadline: Some(10 * MINUTE),
             auto_revert: false,
             auto_promote: false,
             canary: 0,

@@ -460,14 +460,14 @@ fn validate_task(
         errors.push(join(path, "KillTimeout"), "must be non-negative");
     } else if let Some(update) = group.update.as_ref().filter(|update| {
         job_type == JOB_TYPE_SERVICE
-            && update.progress_deadline > 0
-            && task.kill_timeout > update.progress_deadline
+            && update.progress_deadline_ns() > 0
+            && task.kill_timeout > update.progress_deadline_ns()
     }) {
         errors.push(
             join(path, "KillTimeout"),
             format!(
                 "must not be longer than the group's ProgressDeadline ({})",
-                format_duration(update.progress_deadline)
+                format_duration(update.progress_deadline_ns())
             ),
         );
     }
@@ -910,7 +910,7 @@ fn validate_update(update: &UpdateStrategy, path: &str, errors: &mut ValidationE
     if update.healthy_deadline <= 0 {
         errors.push(join(path, "HealthyDeadline"), "must be positive");
     }
-    if update.progress_deadline < 0 {
+    if update.progress_deadline_ns() < 0 {
         errors.push(join(path, "ProgressDeadline"), "must be non-negative");
     }
     if update.min_healthy_time >= update.healthy_deadline {
@@ -919,7 +919,9 @@ fn validate_update(update: &UpdateStrategy, path: &str, errors: &mut ValidationE
             "must be less than HealthyDeadline",
         );
     }
-    if update.progress_deadline != 0 && update.healthy_deadline >= update.progress_deadline {
+    if update.progress_deadline_ns() != 0
+        && update.healthy_deadline >= update.progress_deadline_ns()
+    {
         errors.push(
             join(path, "HealthyDeadline"),
             "must be less than ProgressDeadline",

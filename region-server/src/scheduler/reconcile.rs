@@ -747,7 +747,7 @@ where
                     DeploymentState {
                         auto_revert: update.auto_revert,
                         auto_promote: update.auto_promote,
-                        progress_deadline: update.progress_deadline,
+                        progress_deadline: update.progress_deadline_ns(),
                         desired_total: group.count,
                         desired_canaries,
                         ..DeploymentState::default()

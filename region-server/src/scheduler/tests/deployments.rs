@@ -309,7 +309,7 @@ fn failed_deployment_stops_canaries_and_replacements() {
 fn auto_revert_registers_the_stable_version_again() {
     let auto = UpdateStrategy {
         auto_revert: true,
-        progress_deadline: 0,
+        progress_deadline: Some(0),
         ..strategy(1, 0)
     };
     let mut h = deployed_v0(6, 2, auto.clone());
@@ -385,7 +385,7 @@ fn auto_revert_registers_the_stable_version_again() {
 #[test]
 fn progress_deadline_fails_a_stalled_deployment() {
     let update = UpdateStrategy {
-        progress_deadline: MINUTE,
+        progress_deadline: Some(MINUTE),
         healthy_deadline: 30 * SECOND,
         ..strategy(1, 0)
     };
