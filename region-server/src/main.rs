@@ -77,6 +77,14 @@ struct Args {
     /// Added to a client's TTL before its node is marked down (default 10s).
     #[arg(long)]
     heartbeat_grace: Option<String>,
+    /// How often the leader collects dead jobs (Nomad's `job_gc_interval`,
+    /// default 5m).
+    #[arg(long)]
+    job_gc_interval: Option<String>,
+    /// How long a dead job is kept after its last activity (Nomad's
+    /// `job_gc_threshold`, default 4h).
+    #[arg(long)]
+    job_gc_threshold: Option<String>,
     /// Gossip encryption key (base64 of 32 bytes), like Nomad's `encrypt`.
     #[arg(long)]
     encrypt: Option<String>,
@@ -165,6 +173,12 @@ fn build_config(args: Args) -> anyhow::Result<ServerConfig> {
     }
     if let Some(v) = args.heartbeat_grace.as_deref() {
         leader.heartbeat.grace = duration("heartbeat-grace", v)?;
+    }
+    if let Some(v) = args.job_gc_interval.as_deref() {
+        leader.gc.interval = duration("job-gc-interval", v)?;
+    }
+    if let Some(v) = args.job_gc_threshold.as_deref() {
+        leader.gc.job_threshold = duration("job-gc-threshold", v)?;
     }
     Ok(ServerConfig {
         name,

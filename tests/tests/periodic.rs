@@ -10,7 +10,9 @@
 //! - `/v1/job/:id/dispatch` checks payload and meta against the job's
 //!   rules, answers an idempotency token's retry with the same child, and
 //!   the child carries the payload and the merged meta;
-//! - a bad cron spec or time zone is a 400 naming the field.
+//! - a bad cron spec or time zone is a 400 naming the field;
+//! - the leader garbage-collects dead children past the job GC threshold,
+//!   never the parent or a child that still runs.
 
 use anyhow::{ensure, Context};
 use atoll_tests::{get_json, poll, put_json, register, TestRegion, DEFAULT_TIMEOUT};
@@ -23,8 +25,14 @@ use serde_json::{json, Value};
 const REGION: &str = "periodic";
 
 async fn region_with_node() -> anyhow::Result<(TestRegion, SimulatedFleet, String)> {
+    region_with_node_and(|_| {}).await
+}
+
+async fn region_with_node_and(
+    tweak: impl Fn(&mut region_server::ServerConfig),
+) -> anyhow::Result<(TestRegion, SimulatedFleet, String)> {
     atoll_tests::init_logging();
-    let r = TestRegion::start(1, REGION).await?;
+    let r = TestRegion::start_with(1, REGION, tweak).await?;
     r.wait_leader(DEFAULT_TIMEOUT).await?;
     let tls = r.ca.issue(Role::Client, REGION)?;
     let fleet = SimulatedFleet::start(1, vec![r.rpc_addr(0)], tls, REGION).await?;
@@ -771,5 +779,69 @@ async fn a_new_leader_keeps_launching_without_repeating() -> anyhow::Result<()> 
     launches.dedup();
     ensure!(launches.len() == n && n == after.len(), "{after:?}");
     r.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_collects_dead_children_past_the_gc_threshold() -> anyhow::Result<()> {
+    let (_r, _fleet, base) = region_with_node_and(|c| {
+        c.leader.gc = region_server::leader::gc::GcConfig {
+            interval: std::time::Duration::from_millis(300),
+            job_threshold: std::time::Duration::from_secs(3),
+        };
+    })
+    .await?;
+    // Children that finish at once, and one child that runs until stopped.
+    must_register(
+        &base,
+        periodic(batch_job("brief", Some("10ms")), "*/1 * * * * * *", false),
+    )
+    .await?;
+    must_register(
+        &base,
+        periodic(batch_job("lasting", None), "*/1 * * * * * *", true),
+    )
+    .await?;
+    let first = wait_children(&base, "brief", 1).await?[0]["ID"]
+        .as_str()
+        .context("child ID")?
+        .to_string();
+    let lasting = wait_children(&base, "lasting", 1).await?[0]["ID"]
+        .as_str()
+        .context("child ID")?
+        .to_string();
+    let url = format!("{base}/v1/job/{}", enc(&first));
+    let t = std::time::Instant::now();
+    poll(
+        "the first dead child to be collected",
+        DEFAULT_TIMEOUT,
+        || async {
+            let (code, _) = get_json(&url).await.ok()?;
+            (code == StatusCode::NOT_FOUND).then_some(())
+        },
+    )
+    .await?;
+    ensure!(
+        t.elapsed() >= std::time::Duration::from_secs(2),
+        "collected after {:?}, before the 3 s threshold",
+        t.elapsed()
+    );
+    // The parents stay, the running child stays, and children keep coming.
+    for parent in ["brief", "lasting"] {
+        let (code, job) = get_json(&format!("{base}/v1/job/{parent}")).await?;
+        ensure!(code == StatusCode::OK, "{parent} was collected: {job}");
+    }
+    let (code, job) = get_json(&format!("{base}/v1/job/{}", enc(&lasting))).await?;
+    ensure!(
+        code == StatusCode::OK,
+        "the running child {lasting} was collected: {job}"
+    );
+    let kids = children(&base, "brief").await?;
+    ensure!(!kids.is_empty(), "no recent child of brief is left");
+    ensure!(
+        kids.len() < 10,
+        "{} children of brief: dead ones are not being collected",
+        kids.len()
+    );
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::state::{table, Command, Tables};
 pub mod broker;
 pub mod deployments;
 pub mod drainer;
+pub mod gc;
 pub mod heartbeat;
 pub mod periodic;
 
@@ -40,6 +41,8 @@ pub struct LeaderConfig {
     pub scheduler: SchedulerConfig,
     /// Client heartbeat TTLs.
     pub heartbeat: HeartbeatConfig,
+    /// Garbage collection of dead jobs.
+    pub gc: gc::GcConfig,
 }
 
 impl Default for LeaderConfig {
@@ -50,6 +53,7 @@ impl Default for LeaderConfig {
             max_plan_attempts: 5,
             scheduler: SchedulerConfig::default(),
             heartbeat: HeartbeatConfig::default(),
+            gc: gc::GcConfig::default(),
         }
     }
 }
@@ -145,6 +149,7 @@ async fn lead(
         )),
         tokio::spawn(periodic::run(service.clone(), stop.clone())),
         tokio::spawn(drainer::run(service.clone(), stop.clone())),
+        tokio::spawn(gc::run(service.clone(), cfg.gc.clone(), stop.clone())),
         tokio::spawn(heartbeat_timers(
             service.clone(),
             handle.heartbeats.clone(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use imbl::OrdMap;
 use proto::model::{
     periodic_launch_of, Allocation, AutopilotConfiguration, Deployment, Evaluation, Job,
-    JobChildrenSummary, JobSummary, Node, PeriodicLaunch, SchedulerConfiguration,
+    JobChildrenSummary, JobSummary, Node, PeriodicLaunch, SchedulerConfiguration, JOB_STATUS_DEAD,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -188,9 +188,18 @@ pub enum Command {
         /// Evaluations to create.
         evals: Vec<Evaluation>,
     },
-    /// Garbage collection: remove terminal evaluations and allocations and
-    /// stopped jobs whose allocations are all terminal.
+    /// Garbage collection, forced (`PUT /v1/system/gc`): remove dead jobs
+    /// (stopped, or batch jobs whose work is all done) whatever their age,
+    /// with their terminal evaluations and allocations.
     Gc,
+    /// Garbage collection on the leader's schedule: as [`Command::Gc`], but
+    /// only jobs with no activity (submission, allocation or evaluation
+    /// change) at or after `job_before` (Unix ns, chosen by the leader so
+    /// that every server removes the same jobs).
+    GcBefore {
+        /// Jobs last active before this time are collected.
+        job_before: i64,
+    },
     /// Create or replace evaluations.
     EvalUpsert {
         /// The evaluations.
@@ -571,7 +580,11 @@ impl Tables {
                 CommandResponse::Ok
             }
             Command::Gc => {
-                self.gc(index);
+                self.gc(index, None);
+                CommandResponse::Ok
+            }
+            Command::GcBefore { job_before } => {
+                self.gc(index, Some(job_before));
                 CommandResponse::Ok
             }
             Command::AllocClientUpdate { allocs, evals } => {
@@ -1009,20 +1022,36 @@ impl Tables {
         self.touch(table::ALLOCS, index);
     }
 
-    /// Remove what is over: stopped jobs with no live allocation (and their
-    /// versions and summaries), terminal allocations of such jobs or of
-    /// jobs that are gone, and terminal evaluations of jobs that are gone or
-    /// have no pending work.
-    fn gc(&mut self, index: u64) {
-        let live_alloc = |a: &Allocation| !a.terminal();
-        let dead_jobs: Vec<NsKey> = self
-            .jobs
+    /// Jobs that are over: stopped with no live allocation, or batch jobs
+    /// (periodic and dispatched children included) whose allocations and
+    /// evaluations are all terminal; only those last active (submitted, an
+    /// allocation or evaluation changed) before `job_before`, when given.
+    pub fn dead_jobs(&self, job_before: Option<i64>) -> Vec<NsKey> {
+        self.jobs
             .iter()
             .filter(|(k, j)| {
-                j.stop && !self.allocs_by_job(&k.0, &k.1).iter().any(|a| live_alloc(a))
+                let allocs = self.allocs_by_job(&k.0, &k.1);
+                if allocs.iter().any(|a| !a.terminal()) {
+                    return false;
+                }
+                let evals = self.evals_by_job(&k.0, &k.1);
+                let done =
+                    j.stop || (j.status == JOB_STATUS_DEAD && evals.iter().all(|e| e.terminal()));
+                let last_active = allocs
+                    .iter()
+                    .map(|a| a.modify_time)
+                    .chain(evals.iter().map(|e| e.modify_time))
+                    .fold(j.submit_time, i64::max);
+                done && job_before.is_none_or(|before| last_active < before)
             })
             .map(|(k, _)| k.clone())
-            .collect();
+            .collect()
+    }
+
+    /// Remove [`Tables::dead_jobs`] with their versions and summaries, and
+    /// the terminal allocations and evaluations of jobs that are gone.
+    fn gc(&mut self, index: u64, job_before: Option<i64>) {
+        let dead_jobs = self.dead_jobs(job_before);
         for k in &dead_jobs {
             if let Some(parent) = self.jobs.get(k).map(|j| j.parent_id.clone()) {
                 if !parent.is_empty() {

@@ -389,6 +389,61 @@ fn job_status_follows_allocations_and_evaluations() {
     assert_eq!(t.job("default", "web").expect("job").status, "dead");
 }
 
+#[test]
+fn gc_collects_dead_batch_jobs_by_age_and_never_live_ones() {
+    let mut t = Tables::default();
+    let batch = |id: &str| Job {
+        r#type: "batch".into(),
+        ..job(id)
+    };
+    // "done": a batch job whose allocation completed at t = 5000;
+    // "busy": a batch job whose allocation still runs.
+    register(&mut t, 1, batch("done"), "e1");
+    register(&mut t, 2, batch("busy"), "e2");
+    let alloc = |id: &str, job: &str, status: &str| Allocation {
+        id: id.into(),
+        namespace: "default".into(),
+        job_id: job.into(),
+        node_id: "n1".into(),
+        desired_status: "run".into(),
+        client_status: status.into(),
+        modify_time: 5000,
+        ..Default::default()
+    };
+    let complete = |id: &str, job: &str| Evaluation {
+        status: "complete".into(),
+        modify_time: 4000,
+        ..eval(id, job)
+    };
+    t.apply(
+        3,
+        Command::PlanResults {
+            allocs: vec![
+                alloc("a1", "done", "complete"),
+                alloc("a2", "busy", "running"),
+            ],
+            evals: vec![complete("e1", "done"), complete("e2", "busy")],
+            deployments: Vec::new(),
+        },
+    );
+    assert_eq!(t.job("default", "done").expect("job").status, "dead");
+    assert_eq!(
+        t.dead_jobs(None),
+        vec![("default".to_string(), "done".to_string())]
+    );
+    // Too recent for the threshold: kept.
+    t.apply(4, Command::GcBefore { job_before: 5000 });
+    assert!(t.job("default", "done").is_some(), "active at 5000");
+    // Old enough: the job, its allocation and evaluation go; "busy" stays.
+    t.apply(5, Command::GcBefore { job_before: 5001 });
+    assert!(t.job("default", "done").is_none());
+    assert!(!t.allocs.contains_key("a1") && !t.evals.contains_key("e1"));
+    assert!(t.job("default", "busy").is_some() && t.allocs.contains_key("a2"));
+    // Forced GC ignores age but still never takes a live job.
+    t.apply(6, Command::Gc);
+    assert!(t.job("default", "busy").is_some());
+}
+
 /// A deployment of job `web` version 0 with one group `g`.
 fn deployment(id: &str, progress_deadline: i64) -> proto::model::Deployment {
     proto::model::Deployment {
