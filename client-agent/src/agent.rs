@@ -322,7 +322,10 @@ impl NodeCore {
         let mut seen = HashSet::new();
         for mut a in allocs {
             seen.insert(a.id.clone());
-            let job = a.job.take().map(|j| self.jobs.intern(*j));
+            let job = a
+                .job
+                .take()
+                .map(|j| self.jobs.intern(Arc::unwrap_or_clone(j)));
             if let Some(h) = self.handle(&a.id) {
                 let view = h.view();
                 let changed = a.alloc_modify_index != view.alloc.alloc_modify_index
@@ -370,7 +373,11 @@ impl NodeCore {
     pub(crate) fn restore(self: &Arc<Self>, stored: Vec<crate::state::StoredAlloc>) {
         for s in stored {
             let mut a = s.alloc;
-            let Some(job) = a.job.take().map(|j| self.jobs.intern(*j)) else {
+            let Some(job) = a
+                .job
+                .take()
+                .map(|j| self.jobs.intern(Arc::unwrap_or_clone(j)))
+            else {
                 continue;
             };
             let id = a.id.clone();

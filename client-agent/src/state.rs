@@ -227,7 +227,7 @@ mod tests {
         let alloc = Allocation {
             id: "a1".into(),
             name: "j.g[0]".into(),
-            job: Some(Box::new(Job {
+            job: Some(std::sync::Arc::new(Job {
                 id: "j".into(),
                 ..Default::default()
             })),

@@ -275,7 +275,7 @@ async fn stops_allocations_and_applies_restart_policy() {
     updated.job_modify_index = 99;
     updated.meta.insert("note".into(), "in place".into());
     let mut la2 = server.alloc(&la.id).unwrap();
-    la2.job = Some(Box::new(updated));
+    la2.job = Some(std::sync::Arc::new(updated));
     la2.job_version = 1;
     server.put_alloc(la2);
     tokio::time::sleep(Duration::from_millis(400)).await;

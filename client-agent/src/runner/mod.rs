@@ -331,7 +331,7 @@ impl AllocRunner {
             let a = {
                 let v = lock(&self.shared.view);
                 let mut a = v.alloc.clone();
-                a.job = Some(Box::new((*v.job).clone()));
+                a.job = Some(v.job.clone());
                 a
             };
             if let Err(e) = store.put_alloc(&a).await {
@@ -639,7 +639,7 @@ impl AllocRunner {
             let a = {
                 let v = lock(&self.shared.view);
                 let mut a = v.alloc.clone();
-                a.job = Some(Box::new((*v.job).clone()));
+                a.job = Some(v.job.clone());
                 a
             };
             if let Err(e) = store.put_alloc(&a).await {

@@ -459,7 +459,7 @@ pub fn alloc(job: &Job, node_id: &str) -> Allocation {
         name: format!("{}.g[0]", job.id),
         node_id: node_id.into(),
         job_id: job.id.clone(),
-        job: Some(Box::new(job.clone())),
+        job: Some(std::sync::Arc::new(job.clone())),
         task_group: "g".into(),
         desired_status: "run".into(),
         client_status: "pending".into(),

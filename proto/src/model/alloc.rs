@@ -40,7 +40,7 @@ pub struct Allocation {
     #[serde(rename = "JobID", deserialize_with = "null_default")]
     pub job_id: String,
     /// The job version the allocation runs.
-    pub job: Option<Box<Job>>,
+    pub job: Option<std::sync::Arc<Job>>,
     /// Name of the task group.
     #[serde(deserialize_with = "null_default")]
     pub task_group: String,

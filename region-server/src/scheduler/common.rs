@@ -80,7 +80,7 @@ pub fn new_alloc(
         node_id: selected.node.id.clone(),
         node_name: selected.node.name.clone(),
         job_id: job.id.clone(),
-        job: Some(Box::new(job.clone())),
+        job: Some(std::sync::Arc::new(job.clone())),
         task_group: group.name.clone(),
         resources: Some(legacy),
         allocated_resources: Some(selected.resources),

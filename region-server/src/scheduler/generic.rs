@@ -277,7 +277,7 @@ fn update_decision(
         return UpdateDecision::Destructive;
     }
     let mut updated = alloc.clone();
-    updated.job = Some(Box::new(job.clone()));
+    updated.job = Some(std::sync::Arc::new(job.clone()));
     updated.job_version = job.version;
     updated.eval_id = eval.id.clone();
     updated.modify_time = now;

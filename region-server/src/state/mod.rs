@@ -1003,7 +1003,7 @@ impl Tables {
                     self.jobs
                         .get(&(alloc.namespace.clone(), alloc.job_id.clone()))
                 })
-                .map(|j| Box::new((**j).clone()));
+                .cloned();
         }
         alloc.modify_index = index;
         alloc.alloc_modify_index = index;
@@ -1201,7 +1201,7 @@ impl Tables {
             .job_versions
             .get(&(a.namespace.clone(), a.job_id.clone(), a.job_version))
             .or_else(|| self.jobs.get(&(a.namespace.clone(), a.job_id.clone())));
-        a.job = job.map(|j| Box::new((**j).clone()));
+        a.job = job.cloned();
         a
     }
 

@@ -110,8 +110,13 @@ pub fn tables_to_rows(t: &Tables) -> Vec<Row> {
     for (id, e) in &t.evals {
         push("eval", id.clone(), json(&**e));
     }
+    // Without their job: each allocation gets the version it runs back from
+    // the job_version rows when the snapshot is read (one shared copy per
+    // version instead of one per allocation, in the file and in memory).
     for (id, a) in &t.allocs {
-        push("alloc", id.clone(), json(&**a));
+        let mut bare = (**a).clone();
+        bare.job = None;
+        push("alloc", id.clone(), json(&bare));
     }
     for (id, n) in &t.nodes {
         push("node", id.clone(), json(&**n));
@@ -206,6 +211,23 @@ pub fn tables_from_rows(rows: Vec<Row>) -> Result<Tables, SnapshotError> {
                     what: format!("unknown row kind {other:?}"),
                 })
             }
+        }
+    }
+    let allocs: Vec<(String, Arc<proto::model::Allocation>)> = t
+        .allocs
+        .iter()
+        .map(|(id, a)| (id.clone(), a.clone()))
+        .collect();
+    for (id, a) in allocs {
+        let job = t
+            .job_versions
+            .get(&(a.namespace.clone(), a.job_id.clone(), a.job_version))
+            .or_else(|| t.jobs.get(&(a.namespace.clone(), a.job_id.clone())))
+            .cloned();
+        if job.is_some() {
+            let mut a = (*a).clone();
+            a.job = job;
+            t.allocs.insert(id, Arc::new(a));
         }
     }
     t.index = t
