@@ -153,6 +153,12 @@ impl Run {
         self.started.elapsed() >= self.duration
     }
 
+    /// Let the workload run on, faults healed, until the scenario's time
+    /// is up.
+    async fn idle_until_over(&self) {
+        tokio::time::sleep(self.left()).await;
+    }
+
     /// Stop the workload, read every key back through `read_from[region]`
     /// (a server base URL), check everything, write the history and print
     /// the summary.
@@ -478,9 +484,7 @@ async fn corrupted_sqlite_refuses_to_start() -> anyhow::Result<()> {
                 );
                 let last: String = error.chars().take(200).collect();
                 run.fault(format!("{name} refused to start ({status}): {last}"));
-                while !run.over() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+                run.idle_until_over().await;
                 Ok(())
             })
         },
@@ -548,9 +552,7 @@ async fn leader_disk_full_then_freed() -> anyhow::Result<()> {
                 run.fault(format!("freed the disk of {name}"));
                 run.fed.start(leader)?;
                 run.fault(format!("restart {name}"));
-                while !run.over() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+                run.idle_until_over().await;
                 Ok(())
             })
         },
@@ -580,9 +582,7 @@ async fn gateway_killed_while_requests_flow() -> anyhow::Result<()> {
     tokio::time::sleep(third).await;
     run.fault("restart gw1");
     run.fed.start(gw1)?;
-    while !run.over() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    run.idle_until_over().await;
     let read_from = BTreeMap::from([
         ("a".to_string(), run.fed.members[a[0]].base()),
         ("b".to_string(), run.fed.members[b[0]].base()),
@@ -698,9 +698,7 @@ async fn client_outage(name: &str, outage: ClientOutage) -> anyhow::Result<Summa
                 )
                 .await?;
                 run.fault(format!("{name} ready again"));
-                while !run.over() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+                run.idle_until_over().await;
                 Ok(())
             })
         },
@@ -859,9 +857,7 @@ async fn region_partitioned_from_the_federation() -> anyhow::Result<()> {
         "gateway routes to region b again after {:.1}s",
         t.elapsed().as_secs_f64()
     ));
-    while !run.over() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    run.idle_until_over().await;
     let read_from = BTreeMap::from([
         ("a".to_string(), run.fed.members[a[0]].base()),
         ("b".to_string(), run.fed.members[b[0]].base()),
