@@ -63,6 +63,8 @@ async fn log_vote_and_purge_survive_reopen() {
             .save_committed(Some(log_id(1, 1, 8)))
             .await
             .expect("committed");
+        // The committed hint is written with the next write.
+        store.save_vote(&Vote::new(3, 7)).await.expect("vote");
     }
     let mut store = LogStore::open(&path).await.expect("reopen");
     assert_eq!(
@@ -79,6 +81,31 @@ async fn log_vote_and_purge_survive_reopen() {
         store.read_committed().await.expect("committed"),
         Some(log_id(1, 1, 8))
     );
+}
+
+#[tokio::test]
+async fn committed_is_saved_once_the_log_is_idle() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("raft.db");
+    let mut store = LogStore::open(&path).await.expect("open");
+    append(&mut store, (1..=3).map(|i| blank(1, i)).collect()).await;
+    store
+        .save_committed(Some(log_id(1, 1, 2)))
+        .await
+        .expect("committed");
+    assert_eq!(
+        store.read_committed().await.expect("committed"),
+        Some(log_id(1, 1, 2)),
+        "the store answers with what it was told, saved or not"
+    );
+    tokio::time::sleep(super::log_store::COMMITTED_IDLE_FLUSH * 3).await;
+    // A second reader of the same file sees it on disk.
+    let mut other = LogStore::open(&path).await.expect("open again");
+    assert_eq!(
+        other.read_committed().await.expect("committed"),
+        Some(log_id(1, 1, 2))
+    );
+    drop(store);
 }
 
 #[tokio::test]
