@@ -125,6 +125,53 @@ async fn corrupt_log_file_refuses_to_open() {
 }
 
 #[tokio::test]
+async fn a_batch_entry_answers_each_command() {
+    use super::EntryResponse;
+    use crate::state::{Command, CommandResponse};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sm = StateMachine::open(dir.path(), StateStore::default())
+        .await
+        .expect("open");
+    let register = |id: &str| Command::JobRegister {
+        job: Box::new(crate::state::tests::job(id)),
+        eval: None,
+        now: 5,
+        enforce_index: None,
+    };
+    let entries = vec![
+        Entry {
+            log_id: log_id(1, 1, 1),
+            payload: EntryPayload::Normal(register("web")),
+        },
+        Entry {
+            log_id: log_id(1, 1, 2),
+            payload: EntryPayload::Normal(Command::Batch(vec![register("api"), register("db")])),
+        },
+    ];
+    let out = sm.apply(entries).await.expect("apply");
+    assert_eq!(out.len(), 2, "one response per entry");
+    assert!(matches!(
+        &out[0],
+        EntryResponse::One(CommandResponse::Job { .. })
+    ));
+    match &out[1] {
+        EntryResponse::Batch(r) => {
+            assert_eq!(r.len(), 2);
+            assert!(r.iter().all(|r| matches!(
+                r,
+                CommandResponse::Job {
+                    job_modify_index: 2,
+                    ..
+                }
+            )));
+        }
+        other => panic!("a batch entry answered {other:?}"),
+    }
+    let (applied, _) = sm.applied_state().await.expect("applied");
+    assert_eq!(applied, Some(log_id(1, 1, 2)));
+}
+
+#[tokio::test]
 async fn state_machine_snapshot_roundtrip() {
     use openraft::RaftSnapshotBuilder;
     let dir = tempfile::tempdir().expect("temp dir");
