@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use crate::raft::network::PeerPool;
+use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::{NodeId, Raft, ServerNode};
 use crate::state::{snapshot_file, Command, CommandResponse, StateStore, Tables};
 
@@ -93,6 +94,8 @@ pub struct Service {
     pub store: StateStore,
     /// Channels to peers.
     pub peers: PeerPool,
+    /// Batches this server's writes into Raft entries while it leads.
+    proposer: Proposer,
     last_contact_ms: Arc<AtomicU64>,
     started: Instant,
     /// A leader that has not heard from a quorum this long is not trusted
@@ -119,6 +122,7 @@ impl Service {
             node,
             region,
             datacenter,
+            proposer: Proposer::new(raft.clone()),
             raft,
             store,
             peers,
@@ -244,12 +248,10 @@ impl Service {
     }
 
     async fn write_local(&self, cmd: Command) -> Result<(CommandResponse, u64), Retry> {
-        match self.raft.client_write(cmd).await {
-            Ok(r) => Ok((r.data, r.log_id.index)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Retry::Again),
-            Err(e) => Err(Retry::Fail(ServiceError::Internal(format!(
-                "raft write: {e}"
-            )))),
+        match self.proposer.write(cmd).await {
+            Ok(r) => Ok(r),
+            Err(ProposeError::NotLeader) => Err(Retry::Again),
+            Err(e) => Err(Retry::Fail(ServiceError::Internal(e.to_string()))),
         }
     }
 
@@ -602,16 +604,13 @@ impl RegionService for RegionGrpc {
         if !self.service.is_leader() {
             return Err(Status::unavailable("not the leader"));
         }
-        match self.service.raft.client_write(cmd).await {
-            Ok(r) => Ok(Response::new(ForwardWriteReply {
-                response: serde_json::to_vec(&r.data)
-                    .map_err(|e| Status::internal(e.to_string()))?,
-                index: r.log_id.index,
+        match self.service.proposer.write(cmd).await {
+            Ok((resp, index)) => Ok(Response::new(ForwardWriteReply {
+                response: serde_json::to_vec(&resp).map_err(|e| Status::internal(e.to_string()))?,
+                index,
             })),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(Status::unavailable("not the leader"))
-            }
-            Err(e) => Err(Status::internal(format!("raft write: {e}"))),
+            Err(ProposeError::NotLeader) => Err(Status::unavailable("not the leader")),
+            Err(e) => Err(Status::internal(e.to_string())),
         }
     }
 

@@ -156,9 +156,13 @@ pub async fn run(service: Service, mut stop: watch::Receiver<bool>) {
         let t = service.store.snapshot();
         let now = now_ns();
         let mut sleep = MAX_SLEEP;
+        // Every active periodic job has a launch row (its registration
+        // records one), so the rows name them without a scan of every job
+        // on every change of the jobs table.
         let periodic: Vec<_> = t
-            .jobs
-            .values()
+            .periodic_launches
+            .keys()
+            .filter_map(|key| t.jobs.get(key))
             .filter(|j| j.is_periodic_active())
             .cloned()
             .collect();

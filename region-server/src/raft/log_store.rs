@@ -6,6 +6,14 @@
 //! append's flushed callback fires only after its transaction is on disk
 //! (WAL with `synchronous=FULL`). Entries are also kept in memory from the
 //! last purge on, so replication never reads sqlite.
+//!
+//! The committed log id is only a hint for a restart (how far to re-apply
+//! the log before hearing from a leader; Raft's safety does not rest on
+//! it), and openraft awaits `save_committed` inside its core loop. So it is
+//! not written by a transaction of its own: it rides along with the next
+//! write (usually the next append), or is written alone once the log has
+//! been idle for [`COMMITTED_IDLE_FLUSH`]. A crash loses at most the latest
+//! hint, and a saved value never names an entry that is not on disk.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -45,11 +53,17 @@ pub enum OpenError {
     },
 }
 
+/// How long the log must be idle before a committed log id that no other
+/// write carried is written by a transaction of its own.
+pub const COMMITTED_IDLE_FLUSH: Duration = Duration::from_millis(200);
+
 /// Encoded entries `(index, JSON)` of one append, with its flush callback.
 type AppendBatch = (Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>);
 
 enum WriteOp {
     Append(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>),
+    /// The committed log id (JSON), saved with the next write.
+    Committed(Vec<u8>),
     Truncate(u64, oneshot::Sender<Result<(), sqlx::Error>>),
     Purge(LogId, oneshot::Sender<Result<(), sqlx::Error>>),
     Meta(
@@ -66,8 +80,11 @@ struct Cache {
 
 struct Shared {
     cache: Mutex<Cache>,
-    /// The last index saved as committed (for metrics).
+    /// The last index openraft saved as committed (for metrics).
     committed: Arc<AtomicU64>,
+    /// The last committed log id openraft saved, which may not have
+    /// reached sqlite yet.
+    committed_id: Mutex<Option<LogId>>,
     /// Entries and encoded bytes appended to this log (for metrics).
     appended: Arc<Appended>,
 }
@@ -87,6 +104,11 @@ impl Shared {
         // A panic while holding the lock leaves the cache consistent (every
         // mutation is a single map operation), so a poisoned lock is usable.
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn committed_id(&self) -> MutexGuard<'_, Option<LogId>> {
+        // Holds a plain value: usable after a panic elsewhere.
+        self.committed_id.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -178,6 +200,7 @@ impl LogStore {
                 last_purged,
             }),
             committed: Arc::default(),
+            committed_id: Mutex::new(None),
             appended: Arc::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -250,31 +273,54 @@ async fn read_meta<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// Applies write operations in order; consecutive appends share one commit.
+/// Applies write operations in order; consecutive appends share one commit,
+/// and the latest committed log id rides along with whatever is written
+/// next.
 async fn writer_task(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
     let mut pending: Option<WriteOp> = None;
+    let mut committed: Option<Vec<u8>> = None;
     loop {
         let op = match pending.take() {
             Some(op) => op,
+            None if committed.is_some() => {
+                match tokio::time::timeout(COMMITTED_IDLE_FLUSH, rx.recv()).await {
+                    Ok(Some(op)) => op,
+                    idle_or_closed => {
+                        let r = async {
+                            let tx = pool.begin().await?;
+                            commit_with(tx, committed.take()).await
+                        };
+                        if let Err(e) = r.await {
+                            tracing::warn!(error = %e, "raft log: saving the committed log id");
+                        }
+                        if matches!(idle_or_closed, Ok(None)) {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
             None => match rx.recv().await {
                 Some(op) => op,
                 None => return,
             },
         };
         match op {
+            WriteOp::Committed(c) => committed = Some(c),
             WriteOp::Append(first, cb) => {
                 let mut batch = vec![(first, cb)];
                 // Group commit: take every append already queued behind this one.
                 while let Ok(next) = rx.try_recv() {
                     match next {
                         WriteOp::Append(e, cb) => batch.push((e, cb)),
+                        WriteOp::Committed(c) => committed = Some(c),
                         other => {
                             pending = Some(other);
                             break;
                         }
                     }
                 }
-                let result = append_batch(&pool, &batch).await;
+                let result = append_batch(&pool, &batch, committed.take()).await;
                 for (_, cb) in batch {
                     let r = match &result {
                         Ok(()) => Ok(()),
@@ -284,31 +330,60 @@ async fn writer_task(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<WriteOp>)
                 }
             }
             WriteOp::Truncate(from, done) => {
-                let r = sqlx::query("DELETE FROM log WHERE idx >= ?")
-                    .bind(from as i64)
-                    .execute(&pool)
-                    .await
-                    .map(|_| ());
-                let _ = done.send(r);
+                let r = async {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("DELETE FROM log WHERE idx >= ?")
+                        .bind(from as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                    commit_with(tx, committed.take()).await
+                };
+                let _ = done.send(r.await);
             }
             WriteOp::Purge(upto, done) => {
-                let r = purge(&pool, upto).await;
-                let _ = done.send(r);
+                let r = async {
+                    let mut tx = pool.begin().await?;
+                    purge(&mut tx, upto).await?;
+                    commit_with(tx, committed.take()).await
+                };
+                let _ = done.send(r.await);
             }
             WriteOp::Meta(key, value, done) => {
-                let r = sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)")
-                    .bind(key)
-                    .bind(value)
-                    .execute(&pool)
-                    .await
-                    .map(|_| ());
-                let _ = done.send(r);
+                let r = async {
+                    let mut tx = pool.begin().await?;
+                    put_meta(&mut tx, key, value).await?;
+                    commit_with(tx, committed.take()).await
+                };
+                let _ = done.send(r.await);
             }
         }
     }
 }
 
-async fn append_batch(pool: &SqlitePool, batch: &[AppendBatch]) -> Result<(), sqlx::Error> {
+type SqliteTx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+/// Save `committed` (when given) in `tx`, then commit it.
+async fn commit_with(mut tx: SqliteTx, committed: Option<Vec<u8>>) -> Result<(), sqlx::Error> {
+    if let Some(c) = committed {
+        put_meta(&mut tx, "committed", c).await?;
+    }
+    tx.commit().await
+}
+
+async fn put_meta(tx: &mut SqliteTx, key: &str, value: Vec<u8>) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)")
+        .bind(key)
+        .bind(value)
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+}
+
+async fn append_batch(
+    pool: &SqlitePool,
+    batch: &[AppendBatch],
+    committed: Option<Vec<u8>>,
+) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     for (entries, _) in batch {
         for (idx, blob) in entries {
@@ -319,21 +394,16 @@ async fn append_batch(pool: &SqlitePool, batch: &[AppendBatch]) -> Result<(), sq
                 .await?;
         }
     }
-    tx.commit().await
+    commit_with(tx, committed).await
 }
 
-async fn purge(pool: &SqlitePool, upto: LogId) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+async fn purge(tx: &mut SqliteTx, upto: LogId) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM log WHERE idx <= ?")
         .bind(upto.index as i64)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     let v = serde_json::to_vec(&upto).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_purged', ?)")
-        .bind(v)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await
+    put_meta(tx, "last_purged", v).await
 }
 
 fn read_range<RB: RangeBounds<u64>>(shared: &Shared, range: RB) -> Vec<Entry<TypeConfig>> {
@@ -395,9 +465,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.write_meta("committed", &committed)
-            .await
-            .map_err(StorageIOError::write)?;
+        // Not awaited: the hint is written with the next write (see the
+        // module's documentation), so openraft's core does not wait for a
+        // transaction of its own on every commit.
+        let bytes =
+            serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+        self.writer
+            .send(WriteOp::Committed(bytes))
+            .map_err(|_| StorageIOError::write(AnyError::error("raft log writer stopped")))?;
+        *self.shared.committed_id() = committed;
         if let Some(c) = committed {
             self.shared.committed.fetch_max(c.index, Ordering::Relaxed);
         }
@@ -405,10 +481,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        let v: Option<Option<LogId>> = read_meta(&self.pool, "committed")
-            .await
-            .map_err(StorageIOError::read)?;
-        let v = v.flatten();
+        let saved = *self.shared.committed_id();
+        let v = match saved {
+            Some(c) => Some(c),
+            None => {
+                let v: Option<Option<LogId>> = read_meta(&self.pool, "committed")
+                    .await
+                    .map_err(StorageIOError::read)?;
+                v.flatten()
+            }
+        };
         if let Some(c) = v {
             self.shared.committed.fetch_max(c.index, Ordering::Relaxed);
         }

@@ -10,6 +10,7 @@ use crate::state::{Command, CommandResponse};
 
 pub mod log_store;
 pub mod network;
+pub mod proposer;
 pub mod state_machine;
 
 /// Where a server of the region can be reached; stored in Raft membership.
@@ -23,11 +24,21 @@ pub struct ServerNode {
     pub http_addr: String,
 }
 
+/// What applying one Raft entry answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EntryResponse {
+    /// The response of the entry's command (`Ok` for blank and membership
+    /// entries).
+    One(CommandResponse),
+    /// One response per command of a [`Command::Batch`], in order.
+    Batch(Vec<CommandResponse>),
+}
+
 openraft::declare_raft_types!(
     /// Atoll's Raft types: commands are state-store writes.
     pub TypeConfig:
         D = Command,
-        R = CommandResponse,
+        R = EntryResponse,
         NodeId = u64,
         Node = ServerNode,
         Entry = openraft::Entry<TypeConfig>,

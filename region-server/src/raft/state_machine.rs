@@ -13,9 +13,9 @@ use openraft::{
     AnyError, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
 };
 
-use super::{LogId, NodeId, ServerNode, StorageError, TypeConfig};
+use super::{EntryResponse, LogId, NodeId, ServerNode, StorageError, TypeConfig};
 use crate::state::snapshot_file::{self, SnapshotError};
-use crate::state::{CommandResponse, StateStore};
+use crate::state::{Command, CommandResponse, StateStore};
 
 type Membership = StoredMembership<NodeId, ServerNode>;
 type RaftSnapshotMeta = SnapshotMeta<NodeId, ServerNode>;
@@ -153,7 +153,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((a.last_applied, a.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<EntryResponse>, StorageError>
     where
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -167,14 +167,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let index = entry.log_id.index;
                 a.last_applied = Some(entry.log_id);
                 tables.index = index;
-                match entry.payload {
-                    EntryPayload::Blank => out.push(CommandResponse::Ok),
-                    EntryPayload::Normal(cmd) => out.push(tables.apply(index, cmd)),
+                let response = match entry.payload {
+                    EntryPayload::Blank => CommandResponse::Ok,
+                    EntryPayload::Normal(Command::Batch(cmds)) => {
+                        out.push(EntryResponse::Batch(tables.apply_batch(index, cmds)));
+                        continue;
+                    }
+                    EntryPayload::Normal(cmd) => tables.apply(index, cmd),
                     EntryPayload::Membership(m) => {
                         a.membership = StoredMembership::new(Some(entry.log_id), m);
-                        out.push(CommandResponse::Ok);
+                        CommandResponse::Ok
                     }
-                }
+                };
+                out.push(EntryResponse::One(response));
             }
         });
         self.store.publish(tables);

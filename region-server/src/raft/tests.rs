@@ -63,6 +63,8 @@ async fn log_vote_and_purge_survive_reopen() {
             .save_committed(Some(log_id(1, 1, 8)))
             .await
             .expect("committed");
+        // The committed hint is written with the next write.
+        store.save_vote(&Vote::new(3, 7)).await.expect("vote");
     }
     let mut store = LogStore::open(&path).await.expect("reopen");
     assert_eq!(
@@ -82,6 +84,31 @@ async fn log_vote_and_purge_survive_reopen() {
 }
 
 #[tokio::test]
+async fn committed_is_saved_once_the_log_is_idle() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("raft.db");
+    let mut store = LogStore::open(&path).await.expect("open");
+    append(&mut store, (1..=3).map(|i| blank(1, i)).collect()).await;
+    store
+        .save_committed(Some(log_id(1, 1, 2)))
+        .await
+        .expect("committed");
+    assert_eq!(
+        store.read_committed().await.expect("committed"),
+        Some(log_id(1, 1, 2)),
+        "the store answers with what it was told, saved or not"
+    );
+    tokio::time::sleep(super::log_store::COMMITTED_IDLE_FLUSH * 3).await;
+    // A second reader of the same file sees it on disk.
+    let mut other = LogStore::open(&path).await.expect("open again");
+    assert_eq!(
+        other.read_committed().await.expect("committed"),
+        Some(log_id(1, 1, 2))
+    );
+    drop(store);
+}
+
+#[tokio::test]
 async fn corrupt_log_file_refuses_to_open() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("raft.db");
@@ -95,6 +122,53 @@ async fn corrupt_log_file_refuses_to_open() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("raft.db"), "error names the file: {err}");
+}
+
+#[tokio::test]
+async fn a_batch_entry_answers_each_command() {
+    use super::EntryResponse;
+    use crate::state::{Command, CommandResponse};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut sm = StateMachine::open(dir.path(), StateStore::default())
+        .await
+        .expect("open");
+    let register = |id: &str| Command::JobRegister {
+        job: Box::new(crate::state::tests::job(id)),
+        eval: None,
+        now: 5,
+        enforce_index: None,
+    };
+    let entries = vec![
+        Entry {
+            log_id: log_id(1, 1, 1),
+            payload: EntryPayload::Normal(register("web")),
+        },
+        Entry {
+            log_id: log_id(1, 1, 2),
+            payload: EntryPayload::Normal(Command::Batch(vec![register("api"), register("db")])),
+        },
+    ];
+    let out = sm.apply(entries).await.expect("apply");
+    assert_eq!(out.len(), 2, "one response per entry");
+    assert!(matches!(
+        &out[0],
+        EntryResponse::One(CommandResponse::Job { .. })
+    ));
+    match &out[1] {
+        EntryResponse::Batch(r) => {
+            assert_eq!(r.len(), 2);
+            assert!(r.iter().all(|r| matches!(
+                r,
+                CommandResponse::Job {
+                    job_modify_index: 2,
+                    ..
+                }
+            )));
+        }
+        other => panic!("a batch entry answered {other:?}"),
+    }
+    let (applied, _) = sm.applied_state().await.expect("applied");
+    assert_eq!(applied, Some(log_id(1, 1, 2)));
 }
 
 #[tokio::test]

@@ -307,6 +307,31 @@ pub enum Command {
         /// Time, ns since the epoch.
         now: i64,
     },
+    /// Several commands proposed at about the same time, committed in one
+    /// Raft entry (see `raft::proposer`) and applied in order at its index
+    /// ([`Tables::apply_batch`] answers each).
+    Batch(Vec<Command>),
+}
+
+impl Command {
+    /// The size of this command's encoding in a Raft entry, in bytes.
+    pub fn encoded_len(&self) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut n = Count(0);
+        // Serializing the model to JSON cannot fail (string keys only);
+        // should it, the size seen so far is still a lower bound.
+        let _ = serde_json::to_writer(&mut n, self);
+        n.0
+    }
 }
 
 /// The result of applying a command.
@@ -357,7 +382,14 @@ impl Tables {
     }
 
     /// Apply one command at Raft index `index`.
+    ///
+    /// A [`Command::Batch`] applies each of its commands in order and
+    /// answers `Ok`; [`Tables::apply_batch`] gives each command's response.
     pub fn apply(&mut self, raft_index: u64, cmd: Command) -> CommandResponse {
+        if let Command::Batch(cmds) = cmd {
+            self.apply_batch(raft_index, cmds);
+            return CommandResponse::Ok;
+        }
         self.index = raft_index;
         let index = self.effective(raft_index);
         let response = self.apply_command(index, raft_index, cmd);
@@ -374,6 +406,14 @@ impl Tables {
             self.refresh_children(index, &parent);
         }
         response
+    }
+
+    /// Apply the commands of one batch in order, all at Raft index
+    /// `raft_index`, and answer each.
+    pub fn apply_batch(&mut self, raft_index: u64, cmds: Vec<Command>) -> Vec<CommandResponse> {
+        cmds.into_iter()
+            .map(|cmd| self.apply(raft_index, cmd))
+            .collect()
     }
 
     /// Children of a periodic or parameterized job (IDs `<parent>/...` with
@@ -772,6 +812,11 @@ impl Tables {
                 config.modify_index = index;
                 self.autopilot_config = Some(Arc::new(config));
                 self.touch(table::OPERATOR_CONFIG, index);
+                CommandResponse::Ok
+            }
+            // `apply` takes batches apart before they get here.
+            Command::Batch(cmds) => {
+                self.apply_batch(raft_index, cmds);
                 CommandResponse::Ok
             }
         }

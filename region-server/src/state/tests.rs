@@ -164,6 +164,55 @@ fn enforce_index_conflicts() {
 }
 
 #[test]
+fn a_batch_applies_in_order_and_answers_each_command() {
+    let register = |id: &str, eval_id: &str, enforce_index| Command::JobRegister {
+        job: Box::new(job(id)),
+        eval: Some(Box::new(eval(eval_id, id))),
+        now: 1000,
+        enforce_index,
+    };
+    let mut batched = Tables::default();
+    let responses = batched.apply_batch(
+        7,
+        vec![
+            register("web", "e1", None),
+            register("api", "e2", None),
+            // Sees the registration before it in the same batch.
+            register("web", "e3", Some(0)),
+        ],
+    );
+    assert_eq!(responses.len(), 3);
+    assert!(matches!(
+        &responses[0],
+        CommandResponse::Job {
+            job_modify_index: 7,
+            eval_create_index: 7,
+            ..
+        }
+    ));
+    assert!(matches!(&responses[1], CommandResponse::Job { .. }));
+    assert!(matches!(&responses[2], CommandResponse::Conflict(_)));
+    assert_eq!(
+        batched.job("default", "api").map(|j| j.create_index),
+        Some(7)
+    );
+    assert_eq!(batched.index, 7);
+
+    // The same commands one by one at the same index give the same state.
+    let mut one_by_one = Tables::default();
+    one_by_one.apply(7, register("web", "e1", None));
+    one_by_one.apply(7, register("api", "e2", None));
+    one_by_one.apply(7, register("web", "e3", Some(0)));
+    assert_eq!(rows_json(&batched), rows_json(&one_by_one));
+
+    // Applied as a whole, a batch answers Ok.
+    let mut whole = Tables::default();
+    let r = whole.apply(7, Command::Batch(vec![register("web", "e1", None)]));
+    assert_eq!(r, CommandResponse::Ok);
+    assert!(whole.job("default", "web").is_some());
+}
+
+#[test]
 fn alloc_indexes_follow_moves() {
     let mut t = Tables::default();
     let a = Allocation {
