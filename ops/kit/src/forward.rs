@@ -375,11 +375,10 @@ pub struct ChannelPool {
     tls: Arc<CertBundle>,
     per_peer: usize,
     connect_timeout: Duration,
-    channels: Arc<Mutex<HashMap<PeerKey, Arc<Slot>>>>,
+    /// address -> expected certificate name -> channels (two levels, so a
+    /// lookup needs no owned key).
+    channels: Arc<Mutex<HashMap<String, HashMap<String, Arc<Slot>>>>>,
 }
-
-/// (address, expected certificate name).
-type PeerKey = (String, String);
 
 struct Slot {
     channels: Vec<Channel>,
@@ -410,9 +409,8 @@ impl ChannelPool {
     /// A channel to `addr` whose certificate must name `server_name`
     /// (`server.eu.atoll`, `gateway.atoll`).
     pub fn channel(&self, addr: &str, server_name: &str) -> Result<Channel, ChannelError> {
-        let key = (addr.to_string(), server_name.to_string());
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = map.get(&key) {
+        if let Some(slot) = map.get(addr).and_then(|names| names.get(server_name)) {
             let i = slot.next.fetch_add(1, Ordering::Relaxed) % slot.channels.len();
             return Ok(slot.channels[i].clone());
         }
@@ -434,8 +432,8 @@ impl ChannelPool {
             channels.push(endpoint.connect_lazy());
         }
         let first = channels[0].clone();
-        map.insert(
-            key,
+        map.entry(addr.to_string()).or_default().insert(
+            server_name.to_string(),
             Arc::new(Slot {
                 channels,
                 next: AtomicUsize::new(1),
@@ -448,7 +446,7 @@ impl ChannelPool {
     /// at the same address starts with fresh connections.
     pub fn forget(&self, addr: &str) {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|(a, _), _| a != addr);
+        map.remove(addr);
     }
 }
 
