@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -73,12 +73,10 @@ impl From<RouteError> for Response {
     }
 }
 
-/// A forwarded response, its body streamed on.
+/// A forwarded response: a whole body in one piece, a streamed one passed
+/// on as it arrives.
 pub fn streamed(resp: ForwardedResponse) -> Response {
-    let mut out = Response::new(Body::from_stream(resp.body));
-    *out.status_mut() = resp.status;
-    *out.headers_mut() = resp.headers;
-    out
+    resp.into_http()
 }
 
 /// The query's pairs.

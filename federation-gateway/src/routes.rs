@@ -159,16 +159,16 @@ impl Routes {
     ) -> Result<ForwardedResponse, RouteError> {
         let method = req.method.clone();
         let idempotent = method == "GET" || method == "HEAD";
-        let result = self.attempt(region, req, idempotent, wait).await;
+        let result = self.attempt(region, req, &method, idempotent, wait).await;
         let status = match &result {
-            Ok(resp) => resp.status.as_u16().to_string(),
-            Err(RouteError::NoPath(_)) => "503".to_string(),
-            Err(RouteError::Timeout { .. }) => "504".to_string(),
+            Ok(resp) => resp.status.as_str(),
+            Err(RouteError::NoPath(_)) => "503",
+            Err(RouteError::Timeout { .. }) => "504",
         };
         self.inner
             .metrics
             .forwarded
-            .with_label_values(&[region, method.as_str(), status.as_str()])
+            .with_label_values(&[region, method.as_str(), status])
             .inc();
         result
     }
@@ -177,6 +177,7 @@ impl Routes {
         &self,
         region: &str,
         req: HttpRequest,
+        method: &str,
         idempotent: bool,
         wait: Duration,
     ) -> Result<ForwardedResponse, RouteError> {
@@ -187,6 +188,7 @@ impl Routes {
         let server_name = identity_name(Role::Server, region);
         let deadline = self.inner.timeout + wait;
         let attempts = if idempotent { servers.len().min(3) } else { 1 };
+        let mut req = Some(req);
         for (i, addr) in servers.iter().take(attempts).enumerate() {
             if i > 0 {
                 self.inner
@@ -202,11 +204,18 @@ impl Routes {
                     continue;
                 }
             };
+            // A copy only while another attempt may need the request.
+            let this = if i + 1 < attempts {
+                req.clone()
+            } else {
+                req.take()
+            };
+            let Some(this) = this else { break };
             let mut client =
                 ForwardServiceClient::new(channel).max_encoding_message_size(MAX_REQUEST_MESSAGE);
             let start = Instant::now();
             let call = async {
-                let stream = client.http(req.clone()).await?.into_inner();
+                let stream = client.http(this).await?.into_inner();
                 read_response(stream).await
             };
             match tokio::time::timeout(deadline, call).await {
@@ -214,7 +223,7 @@ impl Routes {
                     self.inner
                         .metrics
                         .latency
-                        .with_label_values(&[region, req.method.as_str()])
+                        .with_label_values(&[region, method])
                         .observe(start.elapsed().as_secs_f64());
                     return Ok(resp);
                 }

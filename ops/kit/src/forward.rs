@@ -183,7 +183,8 @@ where
                 .await
                 .map_err(|e| Status::internal(format!("response body: {e}")))?
                 .to_bytes();
-            head.body = data.to_vec();
+            // No copy when the body owns its buffer alone (the usual case).
+            head.body = Vec::from(data);
             Ok(HttpChunk {
                 part: Some(Part::Head(head)),
             })
@@ -229,14 +230,25 @@ where
     Box::pin(futures::stream::once(async move { Ok(head) }).chain(frames))
 }
 
-/// A forwarded response: status and headers, and the body still streaming.
+/// The body of a forwarded response.
+pub enum ForwardedBody {
+    /// The whole body, which came inside the response head (a small
+    /// answer known in full: one message, stream already ended).
+    Whole(Bytes),
+    /// The body as it arrives (blocking queries, logs, snapshots, large
+    /// answers).
+    Stream(BodyStream),
+}
+
+/// A forwarded response: status and headers, and the body (whole, or still
+/// streaming).
 pub struct ForwardedResponse {
     /// Status.
     pub status: StatusCode,
     /// Headers (hop-by-hop headers removed).
     pub headers: HeaderMap,
-    /// The body, as it arrives.
-    pub body: BodyStream,
+    /// The body.
+    pub body: ForwardedBody,
 }
 
 impl std::fmt::Debug for ForwardedResponse {
@@ -251,12 +263,31 @@ impl std::fmt::Debug for ForwardedResponse {
 impl ForwardedResponse {
     /// Read the whole body (for fan-out and federated views).
     pub async fn collect(self) -> Result<(StatusCode, HeaderMap, Bytes), Status> {
-        let mut buf = Vec::new();
-        let mut body = self.body;
-        while let Some(chunk) = body.next().await {
-            buf.extend_from_slice(&chunk?);
-        }
-        Ok((self.status, self.headers, Bytes::from(buf)))
+        let body = match self.body {
+            ForwardedBody::Whole(b) => b,
+            ForwardedBody::Stream(mut body) => {
+                let mut buf = Vec::new();
+                while let Some(chunk) = body.next().await {
+                    buf.extend_from_slice(&chunk?);
+                }
+                Bytes::from(buf)
+            }
+        };
+        Ok((self.status, self.headers, body))
+    }
+
+    /// As an HTTP response to hand on: a whole body goes out in one piece
+    /// with its length (one write, no chunked framing), a streamed one as
+    /// it arrives.
+    pub fn into_http(self) -> http::Response<axum::body::Body> {
+        let body = match self.body {
+            ForwardedBody::Whole(b) => axum::body::Body::from(b),
+            ForwardedBody::Stream(s) => axum::body::Body::from_stream(s),
+        };
+        let mut out = http::Response::new(body);
+        *out.status_mut() = self.status;
+        *out.headers_mut() = self.headers;
+        out
     }
 }
 
@@ -279,9 +310,43 @@ pub async fn read_response(
         .and_then(|s| StatusCode::from_u16(s).ok())
         .ok_or_else(|| Status::internal(format!("bad forwarded status {}", head.status)))?;
     let headers = headers_from_proto(head.headers).map_err(Status::internal)?;
-    let first: Option<Result<Bytes, Status>> =
-        (!head.body.is_empty()).then(|| Ok(Bytes::from(head.body)));
-    let rest = stream.filter_map(|msg| async move {
+    if head.body.is_empty() {
+        // The body streams (or is empty): hand on what comes.
+        return Ok(ForwardedResponse {
+            status,
+            headers,
+            body: ForwardedBody::Stream(Box::pin(data_of(stream))),
+        });
+    }
+    // A body inside the head is the whole body ([`response_to_chunks`]):
+    // the stream ends right behind it (its trailers normally arrive in the
+    // same read). Should more follow, it streams on behind the first part.
+    let first = Bytes::from(head.body);
+    let body = match stream.message().await {
+        Ok(None) => ForwardedBody::Whole(first),
+        Ok(Some(next)) => {
+            let next = data_of(futures::stream::iter([Ok(next)]));
+            ForwardedBody::Stream(Box::pin(
+                futures::stream::iter([Ok(first)])
+                    .chain(next)
+                    .chain(data_of(stream)),
+            ))
+        }
+        Err(e) => ForwardedBody::Stream(Box::pin(futures::stream::iter([Ok(first), Err(e)]))),
+    };
+    Ok(ForwardedResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The body data of a stream of [`HttpChunk`]s (after its head).
+fn data_of<S>(stream: S) -> impl Stream<Item = Result<Bytes, Status>> + Send
+where
+    S: Stream<Item = Result<HttpChunk, Status>> + Send,
+{
+    stream.filter_map(|msg| async move {
         match msg {
             Ok(HttpChunk {
                 part: Some(Part::Data(d)),
@@ -289,12 +354,6 @@ pub async fn read_response(
             Ok(_) => None,
             Err(e) => Some(Err(e)),
         }
-    });
-    let body = futures::stream::iter(first).chain(rest);
-    Ok(ForwardedResponse {
-        status,
-        headers,
-        body: Box::pin(body),
     })
 }
 
@@ -316,11 +375,10 @@ pub struct ChannelPool {
     tls: Arc<CertBundle>,
     per_peer: usize,
     connect_timeout: Duration,
-    channels: Arc<Mutex<HashMap<PeerKey, Arc<Slot>>>>,
+    /// address -> expected certificate name -> channels (two levels, so a
+    /// lookup needs no owned key).
+    channels: Arc<Mutex<HashMap<String, HashMap<String, Arc<Slot>>>>>,
 }
-
-/// (address, expected certificate name).
-type PeerKey = (String, String);
 
 struct Slot {
     channels: Vec<Channel>,
@@ -351,9 +409,8 @@ impl ChannelPool {
     /// A channel to `addr` whose certificate must name `server_name`
     /// (`server.eu.atoll`, `gateway.atoll`).
     pub fn channel(&self, addr: &str, server_name: &str) -> Result<Channel, ChannelError> {
-        let key = (addr.to_string(), server_name.to_string());
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = map.get(&key) {
+        if let Some(slot) = map.get(addr).and_then(|names| names.get(server_name)) {
             let i = slot.next.fetch_add(1, Ordering::Relaxed) % slot.channels.len();
             return Ok(slot.channels[i].clone());
         }
@@ -375,8 +432,8 @@ impl ChannelPool {
             channels.push(endpoint.connect_lazy());
         }
         let first = channels[0].clone();
-        map.insert(
-            key,
+        map.entry(addr.to_string()).or_default().insert(
+            server_name.to_string(),
             Arc::new(Slot {
                 channels,
                 next: AtomicUsize::new(1),
@@ -389,7 +446,7 @@ impl ChannelPool {
     /// at the same address starts with fresh connections.
     pub fn forget(&self, addr: &str) {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|(a, _), _| a != addr);
+        map.remove(addr);
     }
 }
 

@@ -292,10 +292,7 @@ async fn forward(
 }
 
 fn into_response(resp: ops_kit::forward::ForwardedResponse) -> Response {
-    let mut out = Response::new(Body::from_stream(resp.body));
-    *out.status_mut() = resp.status;
-    *out.headers_mut() = resp.headers;
-    out
+    resp.into_http()
 }
 
 /// `ForwardService`: answers a forwarded request with this server's own

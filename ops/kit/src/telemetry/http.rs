@@ -98,27 +98,21 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let route = req
-            .extensions()
-            .get::<MatchedPath>()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| UNMATCHED_ROUTE.to_string());
+        // A clone of the matched route is an `Arc`, not a new string.
+        let route = req.extensions().get::<MatchedPath>().cloned();
         let method = method_label(req.method());
         let start = Instant::now();
         let fut = self.inner.call(req);
         let m = self.metrics.clone();
         Box::pin(async move {
             let result = fut.await;
-            let status = match &result {
-                Ok(resp) => resp.status().as_str().to_string(),
-                Err(_) => "error".to_string(),
-            };
+            let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+            let code = result.as_ref().ok().map(|resp| resp.status());
+            let status = code.as_ref().map_or("error", http::StatusCode::as_str);
             m.duration
-                .with_label_values(&[route.as_str(), method])
+                .with_label_values(&[route, method])
                 .observe(start.elapsed().as_secs_f64());
-            m.requests
-                .with_label_values(&[route.as_str(), method, status.as_str()])
-                .inc();
+            m.requests.with_label_values(&[route, method, status]).inc();
             result
         })
     }
