@@ -377,8 +377,11 @@ pub struct ChannelPool {
     connect_timeout: Duration,
     /// address -> expected certificate name -> channels (two levels, so a
     /// lookup needs no owned key).
-    channels: Arc<Mutex<HashMap<String, HashMap<String, Arc<Slot>>>>>,
+    channels: Arc<Mutex<HashMap<String, SlotsByName>>>,
 }
+
+/// The channels to one address, by the certificate name they expect.
+type SlotsByName = HashMap<String, Arc<Slot>>;
 
 struct Slot {
     channels: Vec<Channel>,
@@ -426,8 +429,13 @@ impl ChannelPool {
                 .map_err(err)?
                 .connect_timeout(self.connect_timeout)
                 .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(Duration::from_secs(5))
+                // A PING every second, the connection dropped after 2 s
+                // without an answer: requests in flight to a server that
+                // was cut off fail within ~3 s (and an idempotent one is
+                // retried on another server) instead of hanging until their
+                // deadline, and a healed link gets a fresh connection.
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(2))
                 .keep_alive_while_idle(true);
             channels.push(endpoint.connect_lazy());
         }
