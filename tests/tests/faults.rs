@@ -502,10 +502,13 @@ async fn leader_disk_full_then_freed() -> anyhow::Result<()> {
         Hosts::Loopback,
         move |fed| {
             // Every server on its own small tmpfs: whichever leads gets
-            // its disk filled.
+            // its disk filled. Room for a soak's worth of Raft log: the log
+            // grows until the first snapshot (every 8,192 entries) and the
+            // sqlite file keeps its size after the purge; 64 MiB filled up
+            // on every server in a 10-minute soak.
             let mut guards: Vec<Guard> = Vec::new();
             for i in fed.servers("a") {
-                guards.push(Box::new(Tmpfs::mount(&fed.members[i].data_dir, "64m")?));
+                guards.push(Box::new(Tmpfs::mount(&fed.members[i].data_dir, "256m")?));
             }
             Ok(guards)
         },
