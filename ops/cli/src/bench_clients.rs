@@ -630,13 +630,14 @@ pub(crate) struct ProcessRegion {
 }
 
 pub(crate) fn spawn_process_region(
+    region: &str,
     bin: &Path,
     dir: &Path,
     extra_args: &[String],
 ) -> anyhow::Result<ProcessRegion> {
     let ca = DevCa::generate().context("generating the region's CA")?;
     let (ca_pem, cert, key) = ca
-        .issue(Role::Server, REGION)
+        .issue(Role::Server, region)
         .context("issuing server certificates")?
         .write(&dir.join("tls"), "server")
         .context("writing server certificates")?;
@@ -656,7 +657,7 @@ pub(crate) fn spawn_process_region(
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
         let mut cmd = Command::new(bin);
-        cmd.args(["--name", &s.name, "--region", REGION])
+        cmd.args(["--name", &s.name, "--region", region])
             .arg("--data-dir")
             .arg(dir.join(&s.name))
             .args(["--http-addr", &s.http, "--rpc-addr", &s.rpc])
@@ -679,7 +680,7 @@ pub(crate) fn spawn_process_region(
         servers.push(ChildGuard::spawn(&s.name, cmd, log_path)?);
     }
     let client_tls = ca
-        .issue(Role::Client, REGION)
+        .issue(Role::Client, region)
         .context("issuing the nodes' certificate")?;
     Ok(ProcessRegion {
         specs,
@@ -703,7 +704,7 @@ async fn fleet_mode(
         specs,
         mut servers,
         client_tls,
-    } = spawn_process_region(bin, dir.path(), &[])?;
+    } = spawn_process_region(REGION, bin, dir.path(), &[])?;
     eprintln!(
         "fleet: region-server pids {}",
         servers

@@ -184,7 +184,7 @@ pub async fn run(args: C1mArgs) -> anyhow::Result<()> {
         specs,
         mut servers,
         client_tls,
-    } = spawn_process_region(&bin, dir.path(), &args.server_args)?;
+    } = spawn_process_region(REGION, &bin, dir.path(), &args.server_args)?;
     let result = scenario(&args, &specs, &mut servers, client_tls, &http).await;
     match &result {
         Ok(r) => r.print(&args),
