@@ -1080,8 +1080,11 @@ impl Tables {
                     return false;
                 }
                 let evals = self.evals_by_job(&k.0, &k.1);
-                let done =
-                    j.stop || (j.status == JOB_STATUS_DEAD && evals.iter().all(|e| e.terminal()));
+                // As Nomad's `jobIsGCable`: service and system jobs only once
+                // stopped; batch and sysbatch jobs also once they are done.
+                let batch = matches!(j.r#type.as_str(), "batch" | "sysbatch");
+                let done = j.stop
+                    || (batch && j.status == JOB_STATUS_DEAD && evals.iter().all(|e| e.terminal()));
                 let last_active = allocs
                     .iter()
                     .map(|a| a.modify_time)

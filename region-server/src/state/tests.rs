@@ -491,6 +491,23 @@ fn gc_collects_dead_batch_jobs_by_age_and_never_live_ones() {
     // Forced GC ignores age but still never takes a live job.
     t.apply(6, Command::Gc);
     assert!(t.job("default", "busy").is_some());
+    // A service job whose allocations all ended is dead but not
+    // collectable until it is stopped (Nomad's jobIsGCable).
+    register(&mut t, 7, job("svc"), "e3");
+    t.apply(
+        8,
+        Command::PlanResults {
+            allocs: vec![alloc("a3", "svc", "failed")],
+            evals: vec![complete("e3", "svc")],
+            deployments: Vec::new(),
+        },
+    );
+    assert_eq!(t.job("default", "svc").expect("job").status, "dead");
+    t.apply(9, Command::Gc);
+    assert!(
+        t.job("default", "svc").is_some(),
+        "a dead service job stays"
+    );
 }
 
 /// A deployment of job `web` version 0 with one group `g`.
