@@ -206,14 +206,14 @@ pub async fn run(service: Service, mut stop: watch::Receiver<bool>) {
                 tracing::warn!(node = %node.id, error = %e, "drain: write failed; retrying");
             }
         }
-        let tables = [table::NODES, table::ALLOCS, table::JOBS];
-        let seen = service.store.snapshot().max_index(&tables);
-        let sleep = sleep.max(Duration::from_millis(5));
-        tokio::select! {
-            _ = service.store.wait_for_change(&tables, seen, sleep) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
+        if !super::wait_for_change_or_stop(
+            &service,
+            &[table::NODES, table::ALLOCS, table::JOBS],
+            sleep,
+            &mut stop,
+        )
+        .await
+        {
             return;
         }
     }

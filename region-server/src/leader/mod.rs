@@ -175,6 +175,25 @@ async fn lead(
     handle.metrics.plan_queue_depth.set(0);
 }
 
+/// Wait until one of `tables` changes or `sleep` (at least 5 ms, so a
+/// deadline due in under a millisecond still gets a real sleep) passes;
+/// `false` once the leader's duties stop. The tail of the passes of the
+/// drainer and the periodic dispatcher.
+pub(crate) async fn wait_for_change_or_stop(
+    service: &Service,
+    tables: &[&str],
+    sleep: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let seen = service.store.snapshot().max_index(tables);
+    let sleep = sleep.max(Duration::from_millis(5));
+    tokio::select! {
+        _ = service.store.wait_for_change(tables, seen, sleep) => {}
+        _ = stop.changed() => return false,
+    }
+    !*stop.borrow()
+}
+
 fn stopped(stop: &watch::Receiver<bool>) -> bool {
     *stop.borrow()
 }

@@ -197,15 +197,14 @@ pub async fn run(service: Service, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
-        let tables = [table::JOBS, table::PERIODIC_LAUNCH];
-        let seen = service.store.snapshot().max_index(&tables);
-        // A launch due in under a millisecond still gets a real sleep.
-        let sleep = sleep.max(Duration::from_millis(5));
-        tokio::select! {
-            _ = service.store.wait_for_change(&tables, seen, sleep) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
+        if !super::wait_for_change_or_stop(
+            &service,
+            &[table::JOBS, table::PERIODIC_LAUNCH],
+            sleep,
+            &mut stop,
+        )
+        .await
+        {
             return;
         }
     }
