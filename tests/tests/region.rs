@@ -515,6 +515,64 @@ async fn a_leader_left_alone_answers_no_cluster_leader() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes sent to a leader that lost its quorum queue up behind the
+/// entries it cannot commit, and their callers get 500 "No cluster
+/// leader". Once the quorum is back those queued writes must not be
+/// committed after all: their clients were told they failed, and may have
+/// sent later writes that a late commit would undo. (At most the two
+/// entries already proposed when the quorum went may still commit: they
+/// are in the log, and their outcome was reported as unknown.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_queued_on_a_leader_without_quorum_are_not_committed_later() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let mut r = TestRegion::start(3, "late").await?;
+    let leader = r.wait_leader(DEFAULT_TIMEOUT).await?;
+    must_register(&r.http(leader), "before").await?;
+    let others = r.others(leader);
+    for &i in &others {
+        r.stop(i).await;
+    }
+    // One after another, so the first two take the proposer's two slots
+    // and the rest queue behind them (all within the second in which the
+    // leader still counts itself one).
+    let mut pending = Vec::new();
+    for i in 0..6 {
+        let base = r.http(leader);
+        pending.push(tokio::spawn(async move {
+            register(&base, job_spec(&format!("late-{i}"))).await
+        }));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    for (i, p) in pending.into_iter().enumerate() {
+        let reply = p.await?;
+        if let Ok(reply) = reply {
+            ensure!(
+                reply.status != StatusCode::OK,
+                "late-{i} was acknowledged without a quorum: {}",
+                reply.body
+            );
+        }
+    }
+    for &i in &others {
+        r.start_server(i).await?;
+    }
+    let now = r.wait_leader(DEFAULT_TIMEOUT).await?;
+    must_register(&r.http(now), "after").await?;
+    // Let anything still queued anywhere have its chance to commit.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ids, _) = job_ids(&r.http(now)).await?;
+    let late: Vec<&String> = ids
+        .iter()
+        .filter(|id| id.starts_with("late-") && !["late-0", "late-1"].contains(&id.as_str()))
+        .collect();
+    ensure!(
+        late.is_empty(),
+        "writes that were answered 500 and never proposed were committed later: {late:?} (jobs: {ids:?})"
+    );
+    r.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn servers_started_together_bootstrap_exactly_one_region() -> anyhow::Result<()> {
     let _serial = serial().await;

@@ -9,6 +9,16 @@
 //! and go out together in the next entry, so N concurrent writers share one
 //! fsync on the leader and one on each follower. A lone command goes out
 //! as itself, at once.
+//!
+//! A proposal belongs to the term in which it was made. While a leader is
+//! cut off from its quorum its proposals cannot commit; commands keep
+//! queuing behind them, and their callers give up. None of them may be
+//! proposed later: not after the caller went away (it already answered
+//! its client, or retried elsewhere), and not in a later term in which
+//! this server leads again (that would apply a write long after it was
+//! answered, after writes that followed it). So a queued proposal is
+//! dropped when its caller is gone, and refused (`NotLeader`) unless this
+//! server still leads in the term it was made in.
 
 use std::sync::Arc;
 
@@ -44,6 +54,8 @@ pub enum ProposeError {
 type Reply = oneshot::Sender<Result<(CommandResponse, u64), ProposeError>>;
 
 struct Proposal {
+    /// The term in which this server led when the command was submitted.
+    term: u64,
     cmd: Command,
     /// Encoded size of `cmd`.
     bytes: usize,
@@ -54,6 +66,27 @@ struct Proposal {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::UnboundedSender<Proposal>,
+    raft: Raft,
+}
+
+/// The term in which this server leads, if it does.
+fn leading_term(raft: &Raft) -> Option<u64> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    (m.state == openraft::ServerState::Leader).then_some(m.current_term)
+}
+
+/// Whether `p` may still be proposed: its caller waits for it, and this
+/// server leads in the term it was submitted in. Answers it if not.
+fn still_wanted(raft: &Raft, p: Proposal) -> Option<Proposal> {
+    if p.reply.is_closed() {
+        return None;
+    }
+    if leading_term(raft) != Some(p.term) {
+        let _ = p.reply.send(Err(ProposeError::NotLeader));
+        return None;
+    }
+    Some(p)
 }
 
 impl Proposer {
@@ -61,17 +94,36 @@ impl Proposer {
     /// dropped.
     pub fn new(raft: Raft) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
-        Self { tx }
+        tokio::spawn(run(raft.clone(), rx));
+        Self { tx, raft }
     }
 
     /// Commit `cmd` (this server must be the leader) and return its
     /// response and the Raft index of the entry that carried it.
     pub async fn write(&self, cmd: Command) -> Result<(CommandResponse, u64), ProposeError> {
+        let term = leading_term(&self.raft).ok_or(ProposeError::NotLeader)?;
+        self.write_in_term(cmd, term).await
+    }
+
+    /// Commit `cmd` only if this server leads in `term` until it is
+    /// proposed.
+    pub async fn write_in_term(
+        &self,
+        cmd: Command,
+        term: u64,
+    ) -> Result<(CommandResponse, u64), ProposeError> {
+        if leading_term(&self.raft) != Some(term) {
+            return Err(ProposeError::NotLeader);
+        }
         let bytes = cmd.encoded_len();
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Proposal { cmd, bytes, reply })
+            .send(Proposal {
+                term,
+                cmd,
+                bytes,
+                reply,
+            })
             .map_err(|_| ProposeError::Stopped)?;
         rx.await.map_err(|_| ProposeError::Stopped)?
     }
@@ -92,17 +144,26 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
                 None => return,
             },
         };
+        // Checked after the slot was won: proposals wait for one as long
+        // as earlier entries do not commit (a leader cut off from its
+        // quorum), and only a live caller in the same term may go on.
+        let Some(first) = still_wanted(&raft, first) else {
+            continue;
+        };
         let mut bytes = first.bytes;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_COMMANDS {
             match rx.try_recv() {
-                Ok(p) if bytes + p.bytes <= MAX_BATCH_BYTES => {
+                Ok(p) => {
+                    let Some(p) = still_wanted(&raft, p) else {
+                        continue;
+                    };
+                    if bytes + p.bytes > MAX_BATCH_BYTES {
+                        held = Some(p);
+                        break;
+                    }
                     bytes += p.bytes;
                     batch.push(p);
-                }
-                Ok(p) => {
-                    held = Some(p);
-                    break;
                 }
                 Err(_) => break,
             }
