@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 use crate::raft::network::PeerPool;
 use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::{NodeId, Raft, ServerNode};
-use crate::state::{snapshot_file, Command, CommandResponse, StateStore, Tables};
+use crate::state::{snapshot_file, Command, CommandResponse, RequestId, StateStore, Tables};
 
 /// How long a request waits for a leader before it fails.
 pub const LEADER_WAIT: Duration = Duration::from_secs(5);
@@ -104,6 +104,9 @@ pub struct Service {
     /// Raft allows one membership change at a time: changes made through
     /// this server wait their turn.
     membership_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Set on the copy the leader's duties use (see [`Service::in_term`]):
+    /// their writes commit on this server in this term, or not at all.
+    leader_term: Option<u64>,
 }
 
 impl Service {
@@ -130,7 +133,28 @@ impl Service {
             started: Instant::now(),
             quorum_timeout: Duration::from_secs(1),
             membership_lock: Arc::default(),
+            leader_term: None,
         }
+    }
+
+    /// A copy for the leader's duties in Raft term `term`: its writes are
+    /// proposed on this server only while it leads in that term, never
+    /// forwarded and never retried. A leader's decisions (a scheduler's
+    /// plan, a node marked down) were made against its own state; once
+    /// its term is over, committing them through another leader would
+    /// bypass that leader's own checks (two plans placing one slot).
+    pub fn in_term(&self, term: u64) -> Self {
+        Self {
+            leader_term: Some(term),
+            ..self.clone()
+        }
+    }
+
+    /// The term this server leads in, if it does.
+    pub fn leading_term(&self) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.state == ServerState::Leader).then_some(m.current_term)
     }
 
     /// How long a leader may go without a quorum's acknowledgement before
@@ -213,7 +237,21 @@ impl Service {
     /// Commit a command through Raft (on the leader, forwarding if needed)
     /// and wait until this server has applied it. Returns the command's
     /// response and its Raft index.
+    ///
+    /// The command carries a request id through every attempt (see
+    /// `state::requests`): an attempt whose answer was lost may still
+    /// commit, and the retry must not apply it a second time.
     pub async fn write(&self, cmd: Command) -> Result<(CommandResponse, u64), ServiceError> {
+        let cmd = match cmd {
+            once @ Command::Once { .. } => once,
+            cmd => Command::Once {
+                request: RequestId::new(self.id),
+                cmd: Box::new(cmd),
+            },
+        };
+        if let Some(term) = self.leader_term {
+            return self.write_in_term(cmd, term).await;
+        }
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             let (leader_id, leader) = self.await_leader(deadline).await?;
@@ -244,6 +282,32 @@ impl Service {
                 Err(Retry::Again) => return Err(ServiceError::NoLeader),
                 Err(Retry::Fail(e)) => return Err(e),
             }
+        }
+    }
+
+    /// A leader duty's write (see [`Service::in_term`]): committed here in
+    /// `term`, or refused. There is no deadline: the entry is in the log
+    /// once proposed, and a duty that gave up on it would decide again
+    /// without knowing whether it commits; it resolves when it commits or
+    /// when a new leader truncates it (the proposer answers `NotLeader`).
+    async fn write_in_term(
+        &self,
+        cmd: Command,
+        term: u64,
+    ) -> Result<(CommandResponse, u64), ServiceError> {
+        match self.proposer.write_in_term(cmd, term).await {
+            Ok((resp, index)) => {
+                if !self.store.wait_applied(index, LEADER_WAIT).await {
+                    return Err(ServiceError::Internal(format!(
+                        "write committed at index {index} but not yet applied here"
+                    )));
+                }
+                Ok((resp, index))
+            }
+            Err(ProposeError::NotLeader) => Err(ServiceError::Internal(format!(
+                "leadership of term {term} is over"
+            ))),
+            Err(e) => Err(ServiceError::Internal(e.to_string())),
         }
     }
 

@@ -79,22 +79,37 @@ pub async fn run(
         if *shutdown.borrow() {
             return;
         }
-        let leading = service.is_leader();
-        if leading {
+        if let Some(term) = service.leading_term() {
             let (stop_tx, stop_rx) = watch::channel(false);
-            let duties = tokio::spawn(lead(service.clone(), cfg.clone(), handle.clone(), stop_rx));
-            // Until leadership is lost or shutdown.
+            let mut duties = tokio::spawn(lead(
+                service.in_term(term),
+                cfg.clone(),
+                handle.clone(),
+                stop_rx,
+            ));
+            // Until this term's leadership is over (also when this server
+            // leads again in a later term: those are new duties) or shutdown.
             loop {
                 tokio::select! {
                     r = metrics.changed() => if r.is_err() { break },
                     _ = shutdown.changed() => break,
                 }
-                if !service.is_leader() || *shutdown.borrow() {
+                if service.leading_term() != Some(term) || *shutdown.borrow() {
                     break;
                 }
             }
             let _ = stop_tx.send(true);
-            let _ = duties.await;
+            // Duties stop at once, except a write in flight, which waits
+            // for the entry to commit or be truncated; don't wait forever
+            // for that (aborting the duties aborts every task of theirs).
+            if tokio::time::timeout(DUTIES_STOP_WAIT, &mut duties)
+                .await
+                .is_err()
+            {
+                tracing::warn!("leader duties did not stop in time: aborted");
+                duties.abort();
+                let _ = duties.await;
+            }
             broker.with(|b| *b = broker::Broker::new(cfg.broker.clone()));
             handle.heartbeats.clear();
             tracing::info!("leader duties stopped");
@@ -106,6 +121,9 @@ pub async fn run(
         }
     }
 }
+
+/// How long stopping duties may wait for a write in flight.
+const DUTIES_STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// One term of leadership.
 async fn lead(
@@ -129,48 +147,46 @@ async fn lead(
     // their groups' pace; the scheduler must not move them all by itself.
     cfg.scheduler.migrate_on_drain = false;
     let (plan_tx, plan_rx) = mpsc::channel::<PlanSubmission>(256);
-    let mut tasks = vec![
-        tokio::spawn(feed_broker(service.clone(), broker.clone(), stop.clone())),
-        tokio::spawn(plan_applier(
-            service.clone(),
-            plan_rx,
-            handle.metrics.clone(),
-            stop.clone(),
-        )),
-        tokio::spawn(broker_housekeeping(
-            service.clone(),
-            broker.clone(),
-            handle.metrics.clone(),
-            stop.clone(),
-        )),
-        tokio::spawn(deployments::watch_deployments(
-            service.clone(),
-            stop.clone(),
-        )),
-        tokio::spawn(periodic::run(service.clone(), stop.clone())),
-        tokio::spawn(drainer::run(service.clone(), stop.clone())),
-        tokio::spawn(gc::run(service.clone(), cfg.gc.clone(), stop.clone())),
-        tokio::spawn(heartbeat_timers(
-            service.clone(),
-            handle.heartbeats.clone(),
-            cfg.heartbeat.clone(),
-            handle.metrics.clone(),
-            stop.clone(),
-        )),
-    ];
+    // A JoinSet: when these duties are aborted, every task is.
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(feed_broker(service.clone(), broker.clone(), stop.clone()));
+    tasks.spawn(plan_applier(
+        service.clone(),
+        plan_rx,
+        handle.metrics.clone(),
+        stop.clone(),
+    ));
+    tasks.spawn(broker_housekeeping(
+        service.clone(),
+        broker.clone(),
+        handle.metrics.clone(),
+        stop.clone(),
+    ));
+    tasks.spawn(deployments::watch_deployments(
+        service.clone(),
+        stop.clone(),
+    ));
+    tasks.spawn(periodic::run(service.clone(), stop.clone()));
+    tasks.spawn(drainer::run(service.clone(), stop.clone()));
+    tasks.spawn(gc::run(service.clone(), cfg.gc.clone(), stop.clone()));
+    tasks.spawn(heartbeat_timers(
+        service.clone(),
+        handle.heartbeats.clone(),
+        cfg.heartbeat.clone(),
+        handle.metrics.clone(),
+        stop.clone(),
+    ));
     for _ in 0..cfg.workers.max(1) {
-        tasks.push(tokio::spawn(worker(
+        tasks.spawn(worker(
             service.clone(),
             cfg.clone(),
             broker.clone(),
             plan_tx.clone(),
             handle.metrics.clone(),
             stop.clone(),
-        )));
+        ));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    while tasks.join_next().await.is_some() {}
     // Plans still queued died with the applier.
     handle.metrics.plan_queue_depth.set(0);
 }

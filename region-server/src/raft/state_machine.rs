@@ -162,9 +162,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut a = lock(&self.applied);
         let mut tables = (*self.store.snapshot()).clone();
         let mut out = Vec::new();
+        let trace = tracing::enabled!(target: "atoll::apply", tracing::Level::DEBUG);
         crate::leader::cpu_heavy(|| {
             for entry in entries {
                 let index = entry.log_id.index;
+                if trace {
+                    let what = match &entry.payload {
+                        EntryPayload::Blank => "blank".to_string(),
+                        EntryPayload::Normal(cmd) => cmd.describe(),
+                        EntryPayload::Membership(m) => format!("membership {m:?}"),
+                    };
+                    tracing::debug!(target: "atoll::apply", log_id = %entry.log_id, "apply {what}");
+                }
                 a.last_applied = Some(entry.log_id);
                 tables.index = index;
                 let response = match entry.payload {

@@ -18,7 +18,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 mod deployments;
+pub mod requests;
 pub mod snapshot_file;
+
+pub use requests::{AppliedRequest, RequestId};
 
 /// How many versions of a job are kept (Nomad keeps 6).
 pub const JOB_TRACKED_VERSIONS: usize = 6;
@@ -98,6 +101,9 @@ pub struct Tables {
     pub autopilot_config: Option<Arc<AutopilotConfiguration>>,
     /// The Raft index at which each table last changed.
     pub table_index: OrdMap<String, u64>,
+    /// Requests applied recently, so that a retried write is applied once
+    /// (see [`requests`]).
+    pub requests: requests::Requests,
     /// Jobs whose allocations or evaluations changed in the command being
     /// applied; their status is recomputed at its end.
     dirty_jobs: std::collections::BTreeSet<NsKey>,
@@ -311,9 +317,57 @@ pub enum Command {
     /// Raft entry (see `raft::proposer`) and applied in order at its index
     /// ([`Tables::apply_batch`] answers each).
     Batch(Vec<Command>),
+    /// A client request's command, applied at most once however many
+    /// times it reaches the log (see [`requests`]).
+    Once {
+        /// The request.
+        request: RequestId,
+        /// Its command.
+        cmd: Box<Command>,
+    },
 }
 
 impl Command {
+    /// A one-line description for traces: the kind, the job or node it
+    /// names, the request id (not the whole command).
+    pub fn describe(&self) -> String {
+        match self {
+            Command::JobRegister { job, .. } => format!(
+                "JobRegister {}/{} meta={:?}",
+                job.namespace, job.id, job.meta
+            ),
+            Command::JobDeregister {
+                namespace,
+                job_id,
+                purge,
+                ..
+            } => format!("JobDeregister {namespace}/{job_id} purge={purge}"),
+            Command::Batch(cmds) => {
+                let inner: Vec<String> = cmds.iter().map(Command::describe).collect();
+                format!("Batch[{}]", inner.join("; "))
+            }
+            Command::Once { request, cmd } => format!(
+                "Once(req={} origin={} at={}) {}",
+                request.id,
+                request.origin,
+                request.at,
+                cmd.describe()
+            ),
+            Command::PlanResults { allocs, evals, .. } => {
+                format!("PlanResults allocs={} evals={}", allocs.len(), evals.len())
+            }
+            Command::Restore { rows } => format!("Restore rows={}", rows.len()),
+            other => {
+                // The variant's name: the start of its Debug form.
+                let d = format!("{other:?}");
+                d.split([' ', '{', '('])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            }
+        }
+    }
+
     /// The size of this command's encoding in a Raft entry, in bytes.
     pub fn encoded_len(&self) -> usize {
         struct Count(usize);
@@ -386,10 +440,31 @@ impl Tables {
     /// A [`Command::Batch`] applies each of its commands in order and
     /// answers `Ok`; [`Tables::apply_batch`] gives each command's response.
     pub fn apply(&mut self, raft_index: u64, cmd: Command) -> CommandResponse {
-        if let Command::Batch(cmds) = cmd {
-            self.apply_batch(raft_index, cmds);
-            return CommandResponse::Ok;
-        }
+        let cmd = match cmd {
+            Command::Batch(cmds) => {
+                self.apply_batch(raft_index, cmds);
+                return CommandResponse::Ok;
+            }
+            Command::Once { request, cmd } => {
+                if let Some(done) = self.requests.get(&request.id) {
+                    tracing::debug!(
+                        request = %request.id,
+                        first = done.raft_index,
+                        again = raft_index,
+                        "a request reached the log again: not applied twice"
+                    );
+                    return done.response.clone();
+                }
+                let response = self.apply(raft_index, *cmd);
+                self.requests.remember(AppliedRequest {
+                    request,
+                    raft_index,
+                    response: response.clone(),
+                });
+                return response;
+            }
+            cmd => cmd,
+        };
         self.index = raft_index;
         let index = self.effective(raft_index);
         let response = self.apply_command(index, raft_index, cmd);
@@ -754,6 +829,10 @@ impl Tables {
                     for t in table::ALL {
                         restored.touch(t, index);
                     }
+                    // Requests are this region's own (a restored snapshot
+                    // may come from elsewhere): retries in flight still
+                    // must not apply twice.
+                    restored.requests = std::mem::take(&mut self.requests);
                     *self = restored;
                     CommandResponse::Ok
                 }
@@ -814,11 +893,8 @@ impl Tables {
                 self.touch(table::OPERATOR_CONFIG, index);
                 CommandResponse::Ok
             }
-            // `apply` takes batches apart before they get here.
-            Command::Batch(cmds) => {
-                self.apply_batch(raft_index, cmds);
-                CommandResponse::Ok
-            }
+            // `apply` takes batches and requests apart before they get here.
+            cmd @ (Command::Batch(_) | Command::Once { .. }) => self.apply(raft_index, cmd),
         }
     }
 

@@ -137,6 +137,9 @@ pub fn tables_to_rows(t: &Tables) -> Vec<Row> {
         push("table_index", name.clone(), idx.to_string());
     }
     push("index_offset", String::new(), t.index_offset.to_string());
+    for r in t.requests.iter() {
+        push("request", r.request.id.clone(), json(r));
+    }
     rows
 }
 
@@ -199,6 +202,7 @@ pub fn tables_from_rows(rows: Vec<Row>) -> Result<Tables, SnapshotError> {
             "scheduler_config" => t.scheduler_config = Some(Arc::new(decode(&row)?)),
             "autopilot_config" => t.autopilot_config = Some(Arc::new(decode(&row)?)),
             "index_offset" => t.index_offset = decode(&row)?,
+            "request" => t.requests.remember(decode(&row)?),
             "table_index" => {
                 let idx: u64 = decode(&row)?;
                 if table::ALL.contains(&row.key.as_str()) {

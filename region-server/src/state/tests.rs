@@ -757,3 +757,81 @@ fn job_stability_and_successful_deployments() {
     assert!(job.stable && job.version == 1);
     assert!(t.job_versions("default", "web").iter().all(|j| j.stable));
 }
+
+/// A job register wrapped as request `id` of server 1, made at `at_s`.
+fn once(id: &str, at_s: i64, j: Job, eval_id: &str) -> Command {
+    Command::Once {
+        request: RequestId {
+            id: id.into(),
+            origin: 1,
+            at: at_s * 1_000_000_000,
+        },
+        cmd: Box::new(Command::JobRegister {
+            eval: Some(Box::new(eval(eval_id, &j.id))),
+            job: Box::new(j),
+            now: at_s,
+            enforce_index: None,
+        }),
+    }
+}
+
+fn purge(id: &str) -> Command {
+    Command::JobDeregister {
+        namespace: "default".into(),
+        job_id: id.into(),
+        purge: true,
+        eval: None,
+        now: 0,
+    }
+}
+
+#[test]
+fn a_request_that_reaches_the_log_twice_is_applied_once() {
+    let mut t = Tables::default();
+    let first = t.apply(10, once("r1", 100, job("web"), "e1"));
+    assert!(matches!(first, CommandResponse::Job { .. }));
+    // A later write deletes the job; then the retried copy of r1 commits.
+    t.apply(11, purge("web"));
+    let again = t.apply(12, once("r1", 100, job("web"), "e1"));
+    assert_eq!(again, first, "the copy gets the first copy's answer");
+    assert!(
+        t.job("default", "web").is_none(),
+        "the delete that followed the first copy stands"
+    );
+    assert!(t.evals.contains_key("e1"));
+
+    // Inside a batch too.
+    let r = t.apply(13, Command::Batch(vec![once("r1", 100, job("web"), "e1")]));
+    assert_eq!(r, CommandResponse::Ok);
+    assert!(t.job("default", "web").is_none());
+
+    // The table survives a snapshot, so a server that installs one still
+    // refuses the copy.
+    let mut restored = tables_from_rows(tables_to_rows(&t)).expect("rows");
+    assert_eq!(restored.requests.len(), 1);
+    restored.apply(14, once("r1", 100, job("web"), "e1"));
+    assert!(restored.job("default", "web").is_none());
+    assert_eq!(rows_json(&restored), rows_json(&t));
+
+    // A new request registers again.
+    t.apply(15, once("r2", 101, job("web"), "e2"));
+    assert!(t.job("default", "web").is_some());
+}
+
+#[test]
+fn an_operator_restore_keeps_the_regions_own_requests() {
+    let mut donor = Tables::default();
+    donor.apply(3, once("donor-req", 5, job("api"), "e9"));
+    let rows = tables_to_rows(&donor);
+
+    let mut t = Tables::default();
+    t.apply(10, once("r1", 100, job("web"), "e1"));
+    t.apply(11, Command::Restore { rows });
+    assert!(t.job("default", "api").is_some());
+    assert!(t.job("default", "web").is_none());
+    assert!(t.requests.get("r1").is_some());
+    assert!(t.requests.get("donor-req").is_none());
+    // A late copy of r1 is still not applied over the restored state.
+    t.apply(12, once("r1", 100, job("web"), "e1"));
+    assert!(t.job("default", "web").is_none());
+}

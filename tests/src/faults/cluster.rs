@@ -323,7 +323,17 @@ impl ProcFederation {
             .arg(cert)
             .arg("--tls-key")
             .arg(key)
-            .env("RUST_LOG", "info,openraft=warn,sqlx=warn")
+            .env(
+                "ATOLL_LOG_LEVEL",
+                // ATOLL_FAULT_LOG adds directives, e.g.
+                // `atoll::apply=debug` traces every applied Raft entry.
+                match std::env::var("ATOLL_FAULT_LOG") {
+                    Ok(extra) if !extra.is_empty() => {
+                        format!("info,openraft=warn,sqlx=warn,{extra}")
+                    }
+                    _ => "info,openraft=warn,sqlx=warn".to_string(),
+                },
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
