@@ -573,6 +573,63 @@ async fn writes_queued_on_a_leader_without_quorum_are_not_committed_later() -> a
     Ok(())
 }
 
+/// A leader duty's write (`Service::in_term`) commits only on the server
+/// that leads in that term: never forwarded to the leader by a follower,
+/// never by a leader of a later term. A plan checked against an old
+/// leader's state must not be committed through the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_duty_writes_are_never_forwarded_or_carried_into_another_term() -> anyhow::Result<()>
+{
+    use region_server::state::Command;
+    let _serial = serial().await;
+    let r = TestRegion::start(3, "term").await?;
+    let leader = r.wait_leader(DEFAULT_TIMEOUT).await?;
+    let service = &r.server(leader).service;
+    let term = service
+        .leading_term()
+        .context("the leader has no leading term")?;
+    let stability = |stable: bool| Command::JobStability {
+        namespace: "default".into(),
+        job_id: "duty".into(),
+        version: 0,
+        stable,
+    };
+    must_register(&r.http(leader), "duty").await?;
+    // In its term, on the leader: committed.
+    service
+        .in_term(term)
+        .write(stability(true))
+        .await
+        .context("the leader's own write in its term")?;
+    // Another term on the leader, or any term on a follower: refused, and
+    // nothing reaches the log (the job stays stable).
+    let err = service
+        .in_term(term + 1)
+        .write(stability(false))
+        .await
+        .err()
+        .context("a write for a term the leader is not in was committed")?;
+    ensure!(err.to_string().contains("term"), "unexpected error: {err}");
+    let follower = r.others(leader)[0];
+    let err = r
+        .server(follower)
+        .service
+        .in_term(term)
+        .write(stability(false))
+        .await
+        .err()
+        .context("a follower's leader-duty write was forwarded and committed")?;
+    ensure!(err.to_string().contains("term"), "unexpected error: {err}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, job) = get_json(&format!("{}/v1/job/duty", r.http(leader))).await?;
+    ensure!(
+        job["Stable"] == true,
+        "a refused leader-duty write still reached the log: {job}"
+    );
+    r.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn servers_started_together_bootstrap_exactly_one_region() -> anyhow::Result<()> {
     let _serial = serial().await;
