@@ -85,6 +85,11 @@ struct Args {
     /// `job_gc_threshold`, default 4h).
     #[arg(long)]
     job_gc_threshold: Option<String>,
+    /// MiB of the newest Raft log entries kept decoded in memory
+    /// (`[raft] log_cache_mb`, default 32; older entries are read back from
+    /// sqlite when a lagging follower needs them).
+    #[arg(long)]
+    raft_log_cache_mb: Option<u64>,
     /// Gossip encryption key (base64 of 32 bytes), like Nomad's `encrypt`.
     #[arg(long)]
     encrypt: Option<String>,
@@ -192,7 +197,10 @@ fn build_config(args: Args) -> anyhow::Result<ServerConfig> {
         join,
         tls,
         max_request_body_bytes: file.max_request_body_bytes,
-        raft: file.raft,
+        raft: region_server::raft::RaftTuning {
+            log_cache_mb: args.raft_log_cache_mb.unwrap_or(file.raft.log_cache_mb),
+            ..file.raft
+        },
         leader,
         gossip,
         https,

@@ -106,7 +106,9 @@ impl RegionServer {
         };
 
         let metrics = Metrics::new(&cfg.region).context("metrics registry")?;
-        let log_store = LogStore::open(&cfg.data_dir.join("raft.db")).await?;
+        let log_store =
+            LogStore::open_with_cache(&cfg.data_dir.join("raft.db"), cfg.raft.log_cache_bytes())
+                .await?;
         let committed = log_store.committed_index();
         let appended = log_store.appended();
         let store = StateStore::default();

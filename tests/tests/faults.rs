@@ -368,52 +368,56 @@ where
     s
 }
 
+/// Servers that keep only the last Raft entry decoded in memory
+/// (`--raft-log-cache-mb 0`): catch-up after a restart, truncation of an
+/// isolated leader's tail and apply all read entries back from sqlite, as
+/// they do with large entries under the default budget.
+fn small_log_cache(fed: &mut ProcFederation) -> anyhow::Result<Vec<Guard>> {
+    fed.server_flags = ["--raft-log-cache-mb", "0"].map(String::from).to_vec();
+    Ok(Vec::new())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_leader_and_followers_with_restart() -> anyhow::Result<()> {
-    let s = one_region(
-        "kill9",
-        Hosts::Loopback,
-        |_| Ok(Vec::new()),
-        |run| {
-            Box::pin(async move {
-                let mut round = 0;
-                while !run.over() {
-                    round += 1;
-                    let leader = run.leader("a").await?;
-                    let victim = if round % 2 == 1 {
-                        leader
-                    } else {
-                        let followers: Vec<usize> = run
-                            .fed
-                            .servers("a")
-                            .into_iter()
-                            .filter(|i| *i != leader)
-                            .collect();
-                        followers[run.rng.below(followers.len())]
-                    };
-                    let what = if victim == leader {
-                        "leader"
-                    } else {
-                        "follower"
-                    };
-                    run.fault(format!("kill -9 {what} {}", run.fed.members[victim].name));
-                    run.fed.kill(victim);
-                    if victim == leader {
-                        let new = run
-                            .fed
-                            .wait_leader("a", Some(victim), DEFAULT_TIMEOUT)
-                            .await?;
-                        run.fault(format!("new leader {}", run.fed.members[new].name));
-                    }
-                    tokio::time::sleep(Duration::from_secs(2).min(run.left())).await;
-                    run.fault(format!("restart {}", run.fed.members[victim].name));
-                    run.fed.start(victim)?;
-                    tokio::time::sleep(Duration::from_secs(3).min(run.left())).await;
+    let s = one_region("kill9", Hosts::Loopback, small_log_cache, |run| {
+        Box::pin(async move {
+            let mut round = 0;
+            while !run.over() {
+                round += 1;
+                let leader = run.leader("a").await?;
+                let victim = if round % 2 == 1 {
+                    leader
+                } else {
+                    let followers: Vec<usize> = run
+                        .fed
+                        .servers("a")
+                        .into_iter()
+                        .filter(|i| *i != leader)
+                        .collect();
+                    followers[run.rng.below(followers.len())]
+                };
+                let what = if victim == leader {
+                    "leader"
+                } else {
+                    "follower"
+                };
+                run.fault(format!("kill -9 {what} {}", run.fed.members[victim].name));
+                run.fed.kill(victim);
+                if victim == leader {
+                    let new = run
+                        .fed
+                        .wait_leader("a", Some(victim), DEFAULT_TIMEOUT)
+                        .await?;
+                    run.fault(format!("new leader {}", run.fed.members[new].name));
                 }
-                Ok(())
-            })
-        },
-    )
+                tokio::time::sleep(Duration::from_secs(2).min(run.left())).await;
+                run.fault(format!("restart {}", run.fed.members[victim].name));
+                run.fed.start(victim)?;
+                tokio::time::sleep(Duration::from_secs(3).min(run.left())).await;
+            }
+            Ok(())
+        })
+    })
     .await?;
     assert_clean(&s)
 }
@@ -721,59 +725,54 @@ async fn client_network_cut_then_healed() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partition_isolates_the_leader_in_a_minority() -> anyhow::Result<()> {
-    let s = one_region(
-        "minority",
-        Hosts::Namespaces,
-        |_| Ok(Vec::new()),
-        |run| {
-            Box::pin(async move {
-                while !run.over() {
-                    tokio::time::sleep(Duration::from_secs(3).min(run.left())).await;
-                    let leader = run.leader("a").await?;
-                    let name = run.fed.members[leader].name.clone();
-                    // Everyone else (the other servers, the clients) is on
-                    // the majority side; the workload still reaches both.
-                    let others: Vec<usize> = (0..run.fed.members.len())
-                        .filter(|i| *i != leader)
-                        .collect();
-                    run.fed.partition(leader, &others)?;
-                    run.fault(format!(
-                        "partition: leader {name} alone on the minority side"
-                    ));
-                    let majority: Vec<usize> = run
-                        .fed
-                        .servers("a")
-                        .into_iter()
-                        .filter(|i| *i != leader)
-                        .collect();
-                    let t = Instant::now();
-                    let new = run
-                        .fed
-                        .wait_leader_among(&majority, Some(leader), Duration::from_secs(30))
-                        .await?;
-                    run.fault(format!(
-                        "new leader {} on the majority side after {:.1}s",
-                        run.fed.members[new].name,
-                        t.elapsed().as_secs_f64()
-                    ));
-                    tokio::time::sleep(Duration::from_secs(6)).await;
-                    run.fed.heal(leader)?;
-                    run.fault(format!("healed the partition of {name}"));
-                    // The old leader rejoins as a follower: it does not
-                    // depose the leader the majority elected.
-                    let after = run.fed.wait_leader("a", None, DEFAULT_TIMEOUT).await?;
-                    ensure!(
-                        after == new,
-                        "after the heal {} leads instead of {}",
-                        run.fed.members[after].name,
-                        run.fed.members[new].name
-                    );
-                    run.fault(format!("{name} follows {}", run.fed.members[new].name));
-                }
-                Ok(())
-            })
-        },
-    )
+    let s = one_region("minority", Hosts::Namespaces, small_log_cache, |run| {
+        Box::pin(async move {
+            while !run.over() {
+                tokio::time::sleep(Duration::from_secs(3).min(run.left())).await;
+                let leader = run.leader("a").await?;
+                let name = run.fed.members[leader].name.clone();
+                // Everyone else (the other servers, the clients) is on
+                // the majority side; the workload still reaches both.
+                let others: Vec<usize> = (0..run.fed.members.len())
+                    .filter(|i| *i != leader)
+                    .collect();
+                run.fed.partition(leader, &others)?;
+                run.fault(format!(
+                    "partition: leader {name} alone on the minority side"
+                ));
+                let majority: Vec<usize> = run
+                    .fed
+                    .servers("a")
+                    .into_iter()
+                    .filter(|i| *i != leader)
+                    .collect();
+                let t = Instant::now();
+                let new = run
+                    .fed
+                    .wait_leader_among(&majority, Some(leader), Duration::from_secs(30))
+                    .await?;
+                run.fault(format!(
+                    "new leader {} on the majority side after {:.1}s",
+                    run.fed.members[new].name,
+                    t.elapsed().as_secs_f64()
+                ));
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                run.fed.heal(leader)?;
+                run.fault(format!("healed the partition of {name}"));
+                // The old leader rejoins as a follower: it does not
+                // depose the leader the majority elected.
+                let after = run.fed.wait_leader("a", None, DEFAULT_TIMEOUT).await?;
+                ensure!(
+                    after == new,
+                    "after the heal {} leads instead of {}",
+                    run.fed.members[after].name,
+                    run.fed.members[new].name
+                );
+                run.fault(format!("{name} follows {}", run.fed.members[new].name));
+            }
+            Ok(())
+        })
+    })
     .await?;
     assert_clean(&s)
 }

@@ -4,8 +4,14 @@
 //! order openraft issued them. Appends that queue up while a commit is under
 //! way are committed together in one transaction (group commit), and each
 //! append's flushed callback fires only after its transaction is on disk
-//! (WAL with `synchronous=FULL`). Entries are also kept in memory from the
-//! last purge on, so replication never reads sqlite.
+//! (WAL with `synchronous=FULL`). The newest entries are also kept in
+//! memory, decoded, up to a budget of encoded bytes ([`DEFAULT_CACHE_BYTES`]):
+//! replication and apply read the tail of the log, which is always there.
+//! Older entries are evicted once they are on disk and read back from
+//! sqlite (over a connection of their own) when a lagging follower or a
+//! restart needs them. Without the bound, a region that commits large
+//! entries (plans of thousands of allocations) held a second, decoded copy
+//! of everything since the last snapshot.
 //!
 //! The committed log id is only a hint for a restart (how far to re-apply
 //! the log before hearing from a leader; Raft's safety does not rest on
@@ -17,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -57,11 +63,19 @@ pub enum OpenError {
 /// write carried is written by a transaction of its own.
 pub const COMMITTED_IDLE_FLUSH: Duration = Duration::from_millis(200);
 
-/// Encoded entries `(index, JSON)` of one append, with its flush callback.
-type AppendBatch = (Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>);
+/// How many encoded bytes of the newest entries the log keeps decoded in
+/// memory by default (`[raft] log_cache_mb`; at least the last entry and
+/// every entry not yet on disk are kept, whatever their size).
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
+
+/// Encoded entries `(log id, JSON)` of one append.
+type Rows = Vec<(LogId, Vec<u8>)>;
+
+/// Encoded entries of one append, with its flush callback.
+type AppendBatch = (Rows, LogFlushed<TypeConfig>);
 
 enum WriteOp {
-    Append(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>),
+    Append(Rows, LogFlushed<TypeConfig>),
     /// The committed log id (JSON), saved with the next write.
     Committed(Vec<u8>),
     Truncate(u64, oneshot::Sender<Result<(), sqlx::Error>>),
@@ -73,13 +87,79 @@ enum WriteOp {
     ),
 }
 
+/// One cached entry.
+struct Cached {
+    entry: Entry<TypeConfig>,
+    /// Bytes of its encoding.
+    bytes: usize,
+    /// Its transaction is on disk: it may be evicted.
+    durable: bool,
+}
+
+/// The newest entries of the log: a contiguous run that ends at the last
+/// entry. Everything between `last_purged` and the first cached entry is
+/// on disk.
 struct Cache {
-    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    entries: BTreeMap<u64, Cached>,
+    /// Sum of `Cached::bytes`.
+    bytes: usize,
+    /// How many encoded bytes to keep.
+    budget: usize,
+    /// The last entry of the log (cached or not), if any is left after
+    /// the last purge.
+    last: Option<LogId>,
     last_purged: Option<LogId>,
+}
+
+impl Cache {
+    /// Index of the first cached entry; past the end when none is.
+    fn first_index(&self) -> u64 {
+        match self.entries.keys().next() {
+            Some(i) => *i,
+            None => self.last.or(self.last_purged).map_or(0, |l| l.index) + 1,
+        }
+    }
+
+    /// Drops the oldest entries that are on disk while the cache is over
+    /// its budget, always keeping the last one.
+    fn evict(&mut self) {
+        while self.bytes > self.budget && self.entries.len() > 1 {
+            let Some(first) = self.entries.first_entry() else {
+                return;
+            };
+            if !first.get().durable {
+                return;
+            }
+            self.bytes -= first.remove().bytes;
+        }
+    }
+
+    /// Entries at and after `from` leave the cache.
+    fn remove_from(&mut self, from: u64) {
+        for (_, c) in self.entries.split_off(&from) {
+            self.bytes -= c.bytes;
+        }
+    }
+
+    /// Marks the entries of a committed transaction as on disk. An entry
+    /// truncated meanwhile (and perhaps replaced by one of another term)
+    /// is left alone.
+    fn mark_durable(&mut self, rows: &Rows) {
+        for (log_id, _) in rows {
+            if let Some(c) = self.entries.get_mut(&log_id.index) {
+                if c.entry.log_id == *log_id {
+                    c.durable = true;
+                }
+            }
+        }
+    }
 }
 
 struct Shared {
     cache: Mutex<Cache>,
+    /// Read-only connections for entries that left the cache (WAL: they
+    /// never wait for the writer).
+    readers: SqlitePool,
     /// The last index openraft saved as committed (for metrics).
     committed: Arc<AtomicU64>,
     /// The last committed log id openraft saved, which may not have
@@ -120,7 +200,7 @@ pub struct LogStore {
     pool: SqlitePool,
 }
 
-/// A cheap reader of the in-memory log, for replication.
+/// A cheap reader of the log, for replication.
 #[derive(Clone)]
 pub struct LogReader {
     shared: Arc<Shared>,
@@ -137,8 +217,15 @@ pub(crate) fn sqlite_options(path: &Path) -> SqliteConnectOptions {
 }
 
 impl LogStore {
-    /// Open (or create) the log at `path` and load it into memory.
+    /// Open (or create) the log at `path`, keeping the default budget of
+    /// its newest entries in memory.
     pub async fn open(path: &Path) -> Result<Self, OpenError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES).await
+    }
+
+    /// Open (or create) the log at `path`, keeping up to `cache_bytes`
+    /// encoded bytes of its newest entries decoded in memory.
+    pub async fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, OpenError> {
         let p = path.display().to_string();
         let sql_err = |source| OpenError::Sqlite {
             path: p.clone(),
@@ -172,20 +259,38 @@ impl LogStore {
             });
         }
 
+        // Every row is decoded once (a damaged one refuses the open); the
+        // newest within the budget stay in memory.
         let mut entries = BTreeMap::new();
-        for row in sqlx::query("SELECT idx, entry FROM log ORDER BY idx")
-            .fetch_all(&pool)
-            .await
-            .map_err(sql_err)?
+        let mut bytes = 0usize;
+        let mut last = None;
         {
-            let idx: i64 = row.try_get(0).map_err(sql_err)?;
-            let blob: Vec<u8> = row.try_get(1).map_err(sql_err)?;
-            let entry: Entry<TypeConfig> =
-                serde_json::from_slice(&blob).map_err(|e| OpenError::Corrupt {
-                    path: p.clone(),
-                    what: format!("log entry {idx}: {e}"),
-                })?;
-            entries.insert(idx as u64, entry);
+            use futures::TryStreamExt;
+            let mut rows = sqlx::query("SELECT idx, entry FROM log ORDER BY idx").fetch(&pool);
+            while let Some(row) = rows.try_next().await.map_err(sql_err)? {
+                let idx: i64 = row.try_get(0).map_err(sql_err)?;
+                let blob: &[u8] = row.try_get(1).map_err(sql_err)?;
+                let entry: Entry<TypeConfig> =
+                    serde_json::from_slice(blob).map_err(|e| OpenError::Corrupt {
+                        path: p.clone(),
+                        what: format!("log entry {idx}: {e}"),
+                    })?;
+                last = Some(entry.log_id);
+                bytes += blob.len();
+                entries.insert(
+                    idx as u64,
+                    Cached {
+                        entry,
+                        bytes: blob.len(),
+                        durable: true,
+                    },
+                );
+                while bytes > cache_bytes && entries.len() > 1 {
+                    if let Some((_, c)) = entries.pop_first() {
+                        bytes -= c.bytes;
+                    }
+                }
+            }
         }
         let last_purged = read_meta::<LogId>(&pool, "last_purged")
             .await
@@ -193,18 +298,26 @@ impl LogStore {
                 path: p.clone(),
                 what: format!("last_purged: {e}"),
             })?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .connect_lazy_with(sqlite_options(path).read_only(true));
 
         let shared = Arc::new(Shared {
             cache: Mutex::new(Cache {
                 entries,
+                bytes,
+                budget: cache_bytes,
+                last,
                 last_purged,
             }),
+            readers,
             committed: Arc::default(),
             committed_id: Mutex::new(None),
             appended: Arc::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer_task(pool.clone(), rx));
+        tokio::spawn(writer_task(pool.clone(), shared.clone(), rx));
         Ok(Self {
             shared,
             writer: tx,
@@ -276,7 +389,11 @@ async fn read_meta<T: serde::de::DeserializeOwned>(
 /// Applies write operations in order; consecutive appends share one commit,
 /// and the latest committed log id rides along with whatever is written
 /// next.
-async fn writer_task(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
+async fn writer_task(
+    pool: SqlitePool,
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<WriteOp>,
+) {
     let mut pending: Option<WriteOp> = None;
     let mut committed: Option<Vec<u8>> = None;
     loop {
@@ -321,6 +438,13 @@ async fn writer_task(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<WriteOp>)
                     }
                 }
                 let result = append_batch(&pool, &batch, committed.take()).await;
+                if result.is_ok() {
+                    let mut cache = shared.cache();
+                    for (rows, _) in &batch {
+                        cache.mark_durable(rows);
+                    }
+                    cache.evict();
+                }
                 for (_, cb) in batch {
                     let r = match &result {
                         Ok(()) => Ok(()),
@@ -386,9 +510,9 @@ async fn append_batch(
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     for (entries, _) in batch {
-        for (idx, blob) in entries {
+        for (log_id, blob) in entries {
             sqlx::query("INSERT OR REPLACE INTO log (idx, entry) VALUES (?, ?)")
-                .bind(*idx as i64)
+                .bind(log_id.index as i64)
                 .bind(blob.as_slice())
                 .execute(&mut *tx)
                 .await?;
@@ -406,13 +530,73 @@ async fn purge(tx: &mut SqliteTx, upto: LogId) -> Result<(), sqlx::Error> {
     put_meta(tx, "last_purged", v).await
 }
 
-fn read_range<RB: RangeBounds<u64>>(shared: &Shared, range: RB) -> Vec<Entry<TypeConfig>> {
-    shared
-        .cache()
-        .entries
-        .range(range)
-        .map(|(_, e)| e.clone())
-        .collect()
+/// Reads `range` of the log: the cached tail from memory, what lies
+/// before it from sqlite.
+async fn read_range<RB: RangeBounds<u64>>(
+    shared: &Shared,
+    range: RB,
+) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+    let start = match range.start_bound() {
+        Bound::Included(i) => *i,
+        Bound::Excluded(i) => i.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(i) => Some(i.saturating_add(1)),
+        Bound::Excluded(i) => Some(*i),
+        Bound::Unbounded => None,
+    };
+    let (first_cached, cached) = {
+        let cache = shared.cache();
+        let first = cache.first_index();
+        let from = start.max(first);
+        let tail: Vec<Entry<TypeConfig>> = match end {
+            Some(end) if end <= from => Vec::new(),
+            Some(end) => cache
+                .entries
+                .range(from..end)
+                .map(|(_, c)| c.entry.clone())
+                .collect(),
+            None => cache
+                .entries
+                .range(from..)
+                .map(|(_, c)| c.entry.clone())
+                .collect(),
+        };
+        (first, tail)
+    };
+    let disk_end = end.map_or(first_cached, |e| e.min(first_cached));
+    if start >= disk_end {
+        return Ok(cached);
+    }
+    let mut out = read_rows(&shared.readers, start, disk_end).await?;
+    out.extend(cached);
+    Ok(out)
+}
+
+/// Entries `from..to` as sqlite has them (entries purged meanwhile are
+/// simply missing: openraft then sends a snapshot).
+async fn read_rows(
+    pool: &SqlitePool,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+    let read_err = |e: &dyn std::error::Error| -> StorageError {
+        StorageIOError::read_logs(AnyError::error(e.to_string())).into()
+    };
+    let rows = sqlx::query("SELECT idx, entry FROM log WHERE idx >= ? AND idx < ? ORDER BY idx")
+        .bind(from as i64)
+        .bind(to.min(i64::MAX as u64) as i64)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| read_err(&e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let blob: &[u8] = row.try_get(1).map_err(|e| read_err(&e))?;
+        let entry: Entry<TypeConfig> = serde_json::from_slice(blob).map_err(|e| read_err(&e))?;
+        out.push(entry);
+    }
+    Ok(out)
 }
 
 impl RaftLogReader<TypeConfig> for LogReader {
@@ -420,7 +604,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
-        Ok(read_range(&self.shared, range))
+        read_range(&self.shared, range).await
     }
 }
 
@@ -429,7 +613,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
-        Ok(read_range(&self.shared, range))
+        read_range(&self.shared, range).await
     }
 }
 
@@ -438,11 +622,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let cache = self.shared.cache();
-        let last = cache.entries.values().next_back().map(|e| e.log_id);
         let last_purged = cache.last_purged;
         Ok(LogState {
             last_purged_log_id: last_purged,
-            last_log_id: last.or(last_purged),
+            last_log_id: cache.last.or(last_purged),
         })
     }
 
@@ -515,8 +698,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .appended
                 .bytes
                 .fetch_add(blob.len() as u64, Ordering::Relaxed);
-            rows.push((entry.log_id.index, blob));
-            cached.push(entry);
+            let id = entry.log_id;
+            cached.push((entry, blob.len()));
+            rows.push((id, blob));
         }
         self.shared
             .appended
@@ -524,9 +708,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
         {
             let mut cache = self.shared.cache();
-            for e in cached {
-                cache.entries.insert(e.log_id.index, e);
+            for (entry, bytes) in cached {
+                cache.last = Some(entry.log_id);
+                cache.bytes += bytes;
+                let old = cache.entries.insert(
+                    entry.log_id.index,
+                    Cached {
+                        entry,
+                        bytes,
+                        durable: false,
+                    },
+                );
+                if let Some(old) = old {
+                    cache.bytes -= old.bytes;
+                }
             }
+            cache.evict();
         }
         self.writer
             .send(WriteOp::Append(rows, callback))
@@ -535,10 +732,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        {
+        // The entry before the truncated ones becomes the last: in the
+        // cache, or (evicted, so on disk) in sqlite, or the purge point.
+        let new_last = {
             let mut cache = self.shared.cache();
-            let _ = cache.entries.split_off(&log_id.index);
-        }
+            cache.remove_from(log_id.index);
+            let before = log_id.index.checked_sub(1);
+            match before {
+                None => Err(None),
+                Some(b) if cache.last_purged.is_some_and(|p| p.index >= b) => Err(None),
+                Some(b) => match cache.entries.get(&b) {
+                    Some(c) => Err(Some(c.entry.log_id)),
+                    None => Ok(b),
+                },
+            }
+        };
+        let new_last = match new_last {
+            Err(known) => known,
+            Ok(b) => read_rows(&self.shared.readers, b, b + 1)
+                .await?
+                .pop()
+                .map(|e| e.log_id),
+        };
+        self.shared.cache().last = new_last;
         self.run_op(|tx| WriteOp::Truncate(log_id.index, tx))
             .await
             .map_err(|e| StorageIOError::write_logs(e).into())
@@ -548,7 +764,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut cache = self.shared.cache();
             let keep = cache.entries.split_off(&(log_id.index + 1));
-            cache.entries = keep;
+            let purged = std::mem::replace(&mut cache.entries, keep);
+            for c in purged.into_values() {
+                cache.bytes -= c.bytes;
+            }
+            if cache.last.is_some_and(|l| l.index <= log_id.index) {
+                cache.last = None;
+            }
             cache.last_purged = Some(log_id);
         }
         self.run_op(|tx| WriteOp::Purge(log_id, tx))

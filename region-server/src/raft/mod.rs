@@ -78,6 +78,10 @@ pub struct RaftTuning {
     pub snapshot_threshold: u64,
     /// Entries kept in the log behind a snapshot (for slow followers).
     pub trailing_logs: u64,
+    /// MiB (of their encoding) of the newest log entries kept decoded in
+    /// memory; older ones are read from sqlite when needed. 0 keeps only
+    /// the last entry and those not yet on disk.
+    pub log_cache_mb: u64,
 }
 
 impl Default for RaftTuning {
@@ -88,6 +92,7 @@ impl Default for RaftTuning {
             election_timeout_max_ms: 400,
             snapshot_threshold: 8192,
             trailing_logs: 2048,
+            log_cache_mb: 32,
         }
     }
 }
@@ -115,6 +120,11 @@ impl RaftTuning {
             ..Default::default()
         };
         cfg.validate().map_err(Box::new)
+    }
+
+    /// Bytes of encoded entries the log keeps in memory.
+    pub fn log_cache_bytes(&self) -> usize {
+        usize::try_from(self.log_cache_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
     }
 
     /// The longest a follower that knew a leader waits before it starts an

@@ -12,16 +12,23 @@ use super::state_machine::StateMachine;
 use super::{StorageError, TypeConfig};
 use crate::state::StateStore;
 
-struct Builder;
+/// Builds stores whose log keeps `cache_bytes` of its newest entries in
+/// memory (`None`: the default budget).
+struct Builder {
+    cache_bytes: Option<usize>,
+}
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, Arc<tempfile::TempDir>> for Builder {
     async fn build(
         &self,
     ) -> Result<(Arc<tempfile::TempDir>, LogStore, StateMachine), StorageError> {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        let log = LogStore::open(&dir.path().join("raft.db"))
-            .await
-            .expect("open log store");
+        let path = dir.path().join("raft.db");
+        let log = match self.cache_bytes {
+            None => LogStore::open(&path).await,
+            Some(b) => LogStore::open_with_cache(&path, b).await,
+        }
+        .expect("open log store");
         let sm = StateMachine::open(&dir.path().join("snapshots"), StateStore::default())
             .await
             .expect("open state machine");
@@ -31,9 +38,63 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, Arc<tempfile::TempDir>> fo
 
 #[test]
 fn openraft_storage_suite() {
-    if let Err(e) = Suite::test_all(Builder) {
+    if let Err(e) = Suite::test_all(Builder { cache_bytes: None }) {
         panic!("openraft storage suite: {e}");
     }
+}
+
+/// The same suite with a log that keeps only its last entry (and those not
+/// yet on disk) in memory, so every other read goes to sqlite.
+#[test]
+fn openraft_storage_suite_with_a_one_entry_cache() {
+    if let Err(e) = Suite::test_all(Builder {
+        cache_bytes: Some(0),
+    }) {
+        panic!("openraft storage suite, one-entry cache: {e}");
+    }
+}
+
+#[tokio::test]
+async fn evicted_entries_are_read_back_truncated_and_reopened() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("raft.db");
+    let ids = |es: &[Entry<TypeConfig>]| -> Vec<(u64, u64)> {
+        es.iter()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+            .collect()
+    };
+    {
+        let mut store = LogStore::open_with_cache(&path, 0).await.expect("open");
+        append(&mut store, (1..=40).map(|i| blank(1, i)).collect()).await;
+        // All but the last entry were evicted once on disk.
+        let all = store.try_get_log_entries(1..=40).await.expect("read");
+        assert_eq!(ids(&all), (1..=40).map(|i| (1, i)).collect::<Vec<_>>());
+        let mid = store.try_get_log_entries(10..15).await.expect("read");
+        assert_eq!(ids(&mid), (10..15).map(|i| (1, i)).collect::<Vec<_>>());
+
+        // Truncating inside the evicted part: the last entry is read back
+        // from disk, and entries of a new term take the truncated places.
+        store.truncate(log_id(1, 1, 21)).await.expect("truncate");
+        let state = store.get_log_state().await.expect("state");
+        assert_eq!(state.last_log_id, Some(log_id(1, 1, 20)));
+        append(&mut store, (21..=25).map(|i| blank(2, i)).collect()).await;
+        store.purge(log_id(1, 1, 5)).await.expect("purge");
+        let all = store.try_get_log_entries(0..100).await.expect("read");
+        let want: Vec<(u64, u64)> = (6..=20)
+            .map(|i| (1, i))
+            .chain((21..=25).map(|i| (2, i)))
+            .collect();
+        assert_eq!(ids(&all), want);
+    }
+    // Reopened with a budget that holds a few entries: the same log.
+    let mut store = LogStore::open_with_cache(&path, 200).await.expect("reopen");
+    let state = store.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 5)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 1, 25)));
+    let all = store.try_get_log_entries(0..100).await.expect("read");
+    assert_eq!(all.len(), 20);
+    assert_eq!(all[0].log_id, log_id(1, 1, 6));
+    assert_eq!(all[19].log_id, log_id(2, 1, 25));
 }
 
 fn blank(term: u64, index: u64) -> Entry<TypeConfig> {
