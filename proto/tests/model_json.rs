@@ -196,7 +196,10 @@ fn allocation_from_nomad_json() {
         "aa0b2f53-d3d8-a1c2-3b9e-4b5f6a7c8d9e"
     );
     assert_eq!(
-        alloc.metrics.as_ref().map(|m| m["NodesEvaluated"].clone()),
+        alloc
+            .metrics
+            .as_ref()
+            .map(|m| m.decode::<serde_json::Value>().unwrap()["NodesEvaluated"].clone()),
         Some(json!(1))
     );
 

@@ -11,6 +11,7 @@ use super::constants::{
 };
 use super::de::{null_default, null_default_map, null_default_vec};
 use super::job::Job;
+use super::raw::RawJson;
 use super::task::{NetworkResource, Resources, TaskLifecycle};
 
 /// An allocation: one copy of a task group placed on a node, as
@@ -48,8 +49,8 @@ pub struct Allocation {
     pub resources: Option<Resources>,
     /// Resources assigned to the allocation, per task and shared.
     pub allocated_resources: Option<AllocatedResources>,
-    /// Scheduler metrics of the placement (kept verbatim).
-    pub metrics: Option<Value>,
+    /// Scheduler metrics of the placement (kept verbatim, as JSON text).
+    pub metrics: Option<RawJson>,
     /// What the servers want: `run`, `stop` or `evict`.
     #[serde(deserialize_with = "null_default")]
     pub desired_status: String,

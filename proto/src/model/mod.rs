@@ -32,6 +32,7 @@ mod node;
 mod operator;
 mod periodic;
 mod placement;
+mod raw;
 mod task;
 pub mod time;
 mod validate;
@@ -73,6 +74,7 @@ pub use periodic::{
     PERIODIC_DEFAULT_TIME_ZONE, PERIODIC_LAUNCH_SUFFIX, PERIODIC_SPEC_CRON,
 };
 pub use placement::{Affinity, Constraint, Spread, SpreadTarget};
+pub use raw::RawJson;
 pub use task::{LogConfig, NetworkResource, Port, Resources, Task, TaskLifecycle};
 pub use validate::{FieldError, ValidationErrors};
 

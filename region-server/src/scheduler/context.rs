@@ -3,8 +3,9 @@
 //! allocations are), so later placements see earlier ones.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use proto::model::Allocation;
+use proto::model::{Allocation, Job};
 
 use super::constraint::resolve_target;
 use super::plan::Plan;
@@ -36,6 +37,9 @@ pub struct EvalState<'a> {
     /// Counts of the job's (or a group's) live allocations per value of a
     /// node property, built on first use and kept up to date.
     property_counts: HashMap<(String, Option<String>), BTreeMap<String, u64>>,
+    /// The job placed allocations run, copied once per evaluation and
+    /// shared (not once per placement), with the address it was copied from.
+    shared_job: Option<(usize, Arc<Job>)>,
 }
 
 impl<'a> EvalState<'a> {
@@ -50,6 +54,7 @@ impl<'a> EvalState<'a> {
             job_allocs: BTreeMap::new(),
             job_by_node: HashMap::new(),
             property_counts: HashMap::new(),
+            shared_job: None,
         };
         for alloc in state.allocs_by_job(namespace, job_id) {
             if !alloc.terminal() {
@@ -57,6 +62,25 @@ impl<'a> EvalState<'a> {
             }
         }
         out
+    }
+
+    /// `job` as the allocations of this plan hold it: one shared copy for
+    /// every allocation placed or updated with the same job.
+    pub fn job_arc(&mut self, job: &Job) -> Arc<Job> {
+        let addr = job as *const Job as usize;
+        if let Some((a, shared)) = &self.shared_job {
+            if *a == addr
+                && shared.id == job.id
+                && shared.namespace == job.namespace
+                && shared.version == job.version
+                && shared.job_modify_index == job.job_modify_index
+            {
+                return shared.clone();
+            }
+        }
+        let shared = Arc::new(job.clone());
+        self.shared_job = Some((addr, shared.clone()));
+        shared
     }
 
     fn track_job_alloc(&mut self, alloc: &Allocation) {

@@ -142,6 +142,11 @@ impl AllocMetric {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
 
+    /// The metric as compact JSON text, as allocations keep it.
+    pub fn to_raw(&self) -> Option<proto::model::RawJson> {
+        proto::model::RawJson::encode(self).ok()
+    }
+
     /// A one-line, human-readable reason why nothing was placed, e.g.
     /// `no node fits: 12 of 12 nodes filtered ("${attr.kernel.name} = windows": 12)`.
     pub fn summary(&self) -> String {

@@ -196,7 +196,7 @@ pub fn process(ctx: &SchedulerContext, eval: &Evaluation, sysbatch: bool) -> Sch
                     if feasible {
                         counts.in_place_update += 1;
                         let mut updated = (**keep).clone();
-                        updated.job = Some(std::sync::Arc::new(job.clone()));
+                        updated.job = Some(es.job_arc(job));
                         updated.job_version = job.version;
                         updated.eval_id = eval.id.clone();
                         updated.modify_time = now;

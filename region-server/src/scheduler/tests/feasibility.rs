@@ -384,8 +384,12 @@ fn node_pools() {
         let result = h.register_eval(id);
         let nodes: std::collections::BTreeSet<String> =
             placed(&result).iter().map(|a| a.node_id.clone()).collect();
-        let metric: AllocMetric =
-            serde_json::from_value(placed(&result)[0].metrics.clone().unwrap()).unwrap();
+        let metric: AllocMetric = placed(&result)[0]
+            .metrics
+            .as_ref()
+            .unwrap()
+            .decode()
+            .unwrap();
         (nodes, metric.nodes_in_pool)
     };
     let (default_nodes, in_pool) = on(&mut h, "a", "default");

@@ -63,7 +63,7 @@ fn binpack_score_is_reported_normalized() {
     }));
     let result = h.register_eval("one");
     let alloc = placed(&result)[0];
-    let metric: AllocMetric = serde_json::from_value(alloc.metrics.clone().unwrap()).unwrap();
+    let metric: AllocMetric = alloc.metrics.as_ref().unwrap().decode().unwrap();
     let top = &metric.score_meta_data[0];
     assert_eq!(top.node_id, mock::node_id(0));
     assert!(close(top.scores["binpack"], 8.753_173_496_193_018 / 18.0));
@@ -158,7 +158,7 @@ fn job_anti_affinity_spreads_a_group() {
         .into_iter()
         .find(|a| a.name == "web.web[3]")
         .unwrap();
-    let metric: AllocMetric = serde_json::from_value(last.metrics.clone().unwrap()).unwrap();
+    let metric: AllocMetric = last.metrics.as_ref().unwrap().decode().unwrap();
     assert!(close(
         metric.score_meta_data[0].scores["job-anti-affinity"],
         -1.0
@@ -198,8 +198,12 @@ fn affinities_attract_and_repel() {
             .unwrap()
             .clone();
         assert_eq!(node.meta["rack"], "r1", "seed {seed}");
-        let metric: AllocMetric =
-            serde_json::from_value(placed(&result)[0].metrics.clone().unwrap()).unwrap();
+        let metric: AllocMetric = placed(&result)[0]
+            .metrics
+            .as_ref()
+            .unwrap()
+            .decode()
+            .unwrap();
         assert!(close(
             metric.score_meta_data[0].scores["node-affinity"],
             1.0
@@ -333,22 +337,34 @@ fn limited_candidate_scan() {
     let mut h = harness_with_nodes(64);
     h.upsert_job(mock::job("svc", 1));
     let result = h.register_eval("svc");
-    let metric: AllocMetric =
-        serde_json::from_value(placed(&result)[0].metrics.clone().unwrap()).unwrap();
+    let metric: AllocMetric = placed(&result)[0]
+        .metrics
+        .as_ref()
+        .unwrap()
+        .decode()
+        .unwrap();
     assert_eq!(metric.nodes_evaluated, 6);
 
     h.upsert_job(mock::batch_job("bat", 1));
     let result = h.register_eval("bat");
-    let metric: AllocMetric =
-        serde_json::from_value(placed(&result)[0].metrics.clone().unwrap()).unwrap();
+    let metric: AllocMetric = placed(&result)[0]
+        .metrics
+        .as_ref()
+        .unwrap()
+        .decode()
+        .unwrap();
     assert_eq!(metric.nodes_evaluated, 2);
 
     // Configured limit.
     h.config.candidate_limit = Some(10);
     h.upsert_job(mock::job("svc10", 1));
     let result = h.register_eval("svc10");
-    let metric: AllocMetric =
-        serde_json::from_value(placed(&result)[0].metrics.clone().unwrap()).unwrap();
+    let metric: AllocMetric = placed(&result)[0]
+        .metrics
+        .as_ref()
+        .unwrap()
+        .decode()
+        .unwrap();
     assert_eq!(metric.nodes_evaluated, 10);
 }
 
