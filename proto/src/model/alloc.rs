@@ -9,8 +9,9 @@ use super::constants::{
     ALLOC_CLIENT_COMPLETE, ALLOC_CLIENT_FAILED, ALLOC_CLIENT_LOST, ALLOC_DESIRED_EVICT,
     ALLOC_DESIRED_STOP, TASK_STATE_DEAD,
 };
-use super::de::{null_default, null_default_map, null_default_vec};
+use super::de::{null_default, null_default_map, null_default_named, null_default_vec};
 use super::job::Job;
+use super::named_map::NamedMap;
 use super::raw::RawJson;
 use super::task::{NetworkResource, Resources, TaskLifecycle};
 
@@ -317,11 +318,11 @@ pub struct RescheduleEvent {
 #[serde(rename_all = "PascalCase", default)]
 pub struct AllocatedResources {
     /// Resources of each task by name.
-    #[serde(deserialize_with = "null_default_map")]
-    pub tasks: BTreeMap<String, AllocatedTaskResources>,
+    #[serde(deserialize_with = "null_default_named")]
+    pub tasks: NamedMap<AllocatedTaskResources>,
     /// Lifecycle of each task by name (`null` for main tasks).
     #[serde(deserialize_with = "null_default")]
-    pub task_lifecycles: BTreeMap<String, Option<TaskLifecycle>>,
+    pub task_lifecycles: NamedMap<Option<TaskLifecycle>>,
     /// Resources shared by the tasks.
     #[serde(deserialize_with = "null_default")]
     pub shared: AllocatedSharedResources,

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
+use super::named_map::NamedMap;
+
 /// Deserializes `T`, mapping `null` to `T::default()`.
 pub(crate) fn null_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
@@ -39,6 +41,20 @@ where
 {
     let entries =
         Option::<BTreeMap<String, Option<V>>>::deserialize(deserializer)?.unwrap_or_default();
+    Ok(entries
+        .into_iter()
+        .map(|(key, value)| (key, value.unwrap_or_default()))
+        .collect())
+}
+
+/// Deserializes a [`NamedMap`], mapping a `null` map to an empty one and
+/// each `null` value to `V::default()`.
+pub(crate) fn null_default_named<'de, D, V>(deserializer: D) -> Result<NamedMap<V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de> + Default,
+{
+    let entries = Option::<NamedMap<Option<V>>>::deserialize(deserializer)?.unwrap_or_default();
     Ok(entries
         .into_iter()
         .map(|(key, value)| (key, value.unwrap_or_default()))

@@ -28,6 +28,7 @@ mod duration;
 mod eval;
 mod group;
 mod job;
+mod named_map;
 mod node;
 mod operator;
 mod periodic;
@@ -57,6 +58,7 @@ pub use job::{
     Job, JobChildrenSummary, JobListStub, JobSummary, Multiregion, MultiregionRegion,
     MultiregionStrategy, TaskGroupSummary,
 };
+pub use named_map::NamedMap;
 pub use node::{
     DrainMetadata, DrainStrategy, DriverInfo, Node, NodeCpuResources, NodeDiskResources, NodeEvent,
     NodeListStub, NodeMemoryResources, NodeReservedCpuResources, NodeReservedNetworkResources,

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proto::model::{
     AllocatedCpuResources, AllocatedMemoryResources, AllocatedPortMapping, AllocatedResources,
-    AllocatedSharedResources, AllocatedTaskResources, Allocation, NetworkResource, Node, Port,
-    TaskGroup, NODE_ATTR_ADDRESS,
+    AllocatedSharedResources, AllocatedTaskResources, Allocation, NamedMap, NetworkResource, Node,
+    Port, TaskGroup, NODE_ATTR_ADDRESS,
 };
 
 use super::rng::SeededRng;
@@ -369,8 +369,8 @@ pub fn allocate(
     free_cores.reverse();
 
     let per_core = mhz_per_core(node);
-    let mut tasks = BTreeMap::new();
-    let mut task_lifecycles = BTreeMap::new();
+    let mut tasks = NamedMap::new();
+    let mut task_lifecycles = NamedMap::new();
     for task in &group.tasks {
         let mut reserved_cores = Vec::new();
         for _ in 0..task.resources.cores.max(0) {
