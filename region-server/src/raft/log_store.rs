@@ -143,7 +143,9 @@ impl Cache {
 
     /// Marks the entries of a committed transaction as on disk. An entry
     /// truncated meanwhile (and perhaps replaced by one of another term)
-    /// is left alone.
+    /// is left alone. (The same log id appended again after a truncation
+    /// cannot be marked by the older transaction: openraft 0.9 awaits each
+    /// append's flush before it issues its next log command.)
     fn mark_durable(&mut self, rows: &Rows) {
         for (log_id, _) in rows {
             if let Some(c) = self.entries.get_mut(&log_id.index) {
