@@ -37,9 +37,9 @@ pub struct EvalState<'a> {
     /// Counts of the job's (or a group's) live allocations per value of a
     /// node property, built on first use and kept up to date.
     property_counts: HashMap<(String, Option<String>), BTreeMap<String, u64>>,
-    /// The job placed allocations run, copied once per evaluation and
-    /// shared (not once per placement), with the address it was copied from.
-    shared_job: Option<(usize, Arc<Job>)>,
+    /// The evaluation's job as the state holds it: placed allocations
+    /// share it instead of each getting a copy.
+    job: Option<Arc<Job>>,
 }
 
 impl<'a> EvalState<'a> {
@@ -54,7 +54,7 @@ impl<'a> EvalState<'a> {
             job_allocs: BTreeMap::new(),
             job_by_node: HashMap::new(),
             property_counts: HashMap::new(),
-            shared_job: None,
+            job: state.job(namespace, job_id),
         };
         for alloc in state.allocs_by_job(namespace, job_id) {
             if !alloc.terminal() {
@@ -64,23 +64,14 @@ impl<'a> EvalState<'a> {
         out
     }
 
-    /// `job` as the allocations of this plan hold it: one shared copy for
-    /// every allocation placed or updated with the same job.
-    pub fn job_arc(&mut self, job: &Job) -> Arc<Job> {
-        let addr = job as *const Job as usize;
-        if let Some((a, shared)) = &self.shared_job {
-            if *a == addr
-                && shared.id == job.id
-                && shared.namespace == job.namespace
-                && shared.version == job.version
-                && shared.job_modify_index == job.job_modify_index
-            {
-                return shared.clone();
-            }
+    /// `job` as the allocations of this plan hold it: the state's own
+    /// `Arc` when `job` is the evaluation's job (always, in the
+    /// schedulers), a copy otherwise.
+    pub fn job_arc(&self, job: &Job) -> Arc<Job> {
+        match &self.job {
+            Some(shared) if std::ptr::eq(Arc::as_ptr(shared), job) => shared.clone(),
+            _ => Arc::new(job.clone()),
         }
-        let shared = Arc::new(job.clone());
-        self.shared_job = Some((addr, shared.clone()));
-        shared
     }
 
     fn track_job_alloc(&mut self, alloc: &Allocation) {
