@@ -552,18 +552,15 @@ async fn read_range<RB: RangeBounds<u64>>(
         let cache = shared.cache();
         let first = cache.first_index();
         let from = start.max(first);
-        let tail: Vec<Entry<TypeConfig>> = match end {
-            Some(end) if end <= from => Vec::new(),
-            Some(end) => cache
+        let tail: Vec<Entry<TypeConfig>> = if end.is_some_and(|end| end <= from) {
+            Vec::new()
+        } else {
+            let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+            cache
                 .entries
-                .range(from..end)
+                .range((Bound::Included(from), upper))
                 .map(|(_, c)| c.entry.clone())
-                .collect(),
-            None => cache
-                .entries
-                .range(from..)
-                .map(|(_, c)| c.entry.clone())
-                .collect(),
+                .collect()
         };
         (first, tail)
     };
@@ -735,23 +732,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // The entry before the truncated ones becomes the last: in the
-        // cache, or (evicted, so on disk) in sqlite, or the purge point.
-        let new_last = {
+        // cache, or the purge point, or (evicted, so on disk) in sqlite.
+        let (new_last, read_back) = {
             let mut cache = self.shared.cache();
             cache.remove_from(log_id.index);
-            let before = log_id.index.checked_sub(1);
-            match before {
-                None => Err(None),
-                Some(b) if cache.last_purged.is_some_and(|p| p.index >= b) => Err(None),
+            match log_id.index.checked_sub(1) {
+                None => (None, None),
+                Some(b) if cache.last_purged.is_some_and(|p| p.index >= b) => (None, None),
                 Some(b) => match cache.entries.get(&b) {
-                    Some(c) => Err(Some(c.entry.log_id)),
-                    None => Ok(b),
+                    Some(c) => (Some(c.entry.log_id), None),
+                    None => (None, Some(b)),
                 },
             }
         };
-        let new_last = match new_last {
-            Err(known) => known,
-            Ok(b) => read_rows(&self.shared.readers, b, b + 1)
+        let new_last = match read_back {
+            None => new_last,
+            Some(b) => read_rows(&self.shared.readers, b, b + 1)
                 .await?
                 .pop()
                 .map(|e| e.log_id),
