@@ -384,12 +384,7 @@ fn node_pools() {
         let result = h.register_eval(id);
         let nodes: std::collections::BTreeSet<String> =
             placed(&result).iter().map(|a| a.node_id.clone()).collect();
-        let metric: AllocMetric = placed(&result)[0]
-            .metrics
-            .as_ref()
-            .unwrap()
-            .decode()
-            .unwrap();
+        let metric: AllocMetric = metric_of(placed(&result)[0]);
         (nodes, metric.nodes_in_pool)
     };
     let (default_nodes, in_pool) = on(&mut h, "a", "default");

@@ -34,6 +34,16 @@ fn placed(result: &SchedulerResult) -> Vec<&Allocation> {
         .collect()
 }
 
+/// The scheduler's metric of a placed allocation.
+fn metric_of(alloc: &Allocation) -> AllocMetric {
+    alloc
+        .metrics
+        .as_ref()
+        .expect("placed allocations carry metrics")
+        .decode()
+        .expect("AllocMetric JSON")
+}
+
 /// Updated existing allocations of a result's plan (in place).
 fn updated(result: &SchedulerResult) -> Vec<&Allocation> {
     result

@@ -63,7 +63,7 @@ fn binpack_score_is_reported_normalized() {
     }));
     let result = h.register_eval("one");
     let alloc = placed(&result)[0];
-    let metric: AllocMetric = alloc.metrics.as_ref().unwrap().decode().unwrap();
+    let metric: AllocMetric = metric_of(alloc);
     let top = &metric.score_meta_data[0];
     assert_eq!(top.node_id, mock::node_id(0));
     assert!(close(top.scores["binpack"], 8.753_173_496_193_018 / 18.0));
@@ -158,7 +158,7 @@ fn job_anti_affinity_spreads_a_group() {
         .into_iter()
         .find(|a| a.name == "web.web[3]")
         .unwrap();
-    let metric: AllocMetric = last.metrics.as_ref().unwrap().decode().unwrap();
+    let metric: AllocMetric = metric_of(last);
     assert!(close(
         metric.score_meta_data[0].scores["job-anti-affinity"],
         -1.0
@@ -198,12 +198,7 @@ fn affinities_attract_and_repel() {
             .unwrap()
             .clone();
         assert_eq!(node.meta["rack"], "r1", "seed {seed}");
-        let metric: AllocMetric = placed(&result)[0]
-            .metrics
-            .as_ref()
-            .unwrap()
-            .decode()
-            .unwrap();
+        let metric: AllocMetric = metric_of(placed(&result)[0]);
         assert!(close(
             metric.score_meta_data[0].scores["node-affinity"],
             1.0
@@ -337,34 +332,19 @@ fn limited_candidate_scan() {
     let mut h = harness_with_nodes(64);
     h.upsert_job(mock::job("svc", 1));
     let result = h.register_eval("svc");
-    let metric: AllocMetric = placed(&result)[0]
-        .metrics
-        .as_ref()
-        .unwrap()
-        .decode()
-        .unwrap();
+    let metric: AllocMetric = metric_of(placed(&result)[0]);
     assert_eq!(metric.nodes_evaluated, 6);
 
     h.upsert_job(mock::batch_job("bat", 1));
     let result = h.register_eval("bat");
-    let metric: AllocMetric = placed(&result)[0]
-        .metrics
-        .as_ref()
-        .unwrap()
-        .decode()
-        .unwrap();
+    let metric: AllocMetric = metric_of(placed(&result)[0]);
     assert_eq!(metric.nodes_evaluated, 2);
 
     // Configured limit.
     h.config.candidate_limit = Some(10);
     h.upsert_job(mock::job("svc10", 1));
     let result = h.register_eval("svc10");
-    let metric: AllocMetric = placed(&result)[0]
-        .metrics
-        .as_ref()
-        .unwrap()
-        .decode()
-        .unwrap();
+    let metric: AllocMetric = metric_of(placed(&result)[0]);
     assert_eq!(metric.nodes_evaluated, 10);
 }
 
